@@ -1,0 +1,48 @@
+"""One exception hierarchy and one warning class for the whole package."""
+
+from __future__ import annotations
+
+
+class GapseekError(Exception):
+    """Base class of every error gapseek raises on purpose."""
+
+
+class ConfigError(GapseekError, ValueError):
+    """A setting or command-line option is invalid."""
+
+
+class InputError(GapseekError):
+    """An input path or input list cannot be used."""
+
+
+class ModelError(GapseekError):
+    """The CGCNN model files are missing, unreadable or not the expected ones."""
+
+
+class ChecksumError(ModelError):
+    """A model file does not have the expected sha256."""
+
+
+class StoreError(GapseekError):
+    """A feature store is missing, corrupt or written by an incompatible version."""
+
+
+class CrystalError(GapseekError):
+    """One input crystal cannot be featurized; ``category`` is a short machine-readable tag.
+
+    These never escape a batch: the featurizer turns them into failure records
+    ``(id, path, reason)`` with ``reason = f"{category}: {detail}"``.
+    """
+
+    def __init__(self, category: str, detail: str) -> None:
+        super().__init__(f"{category}: {detail}")
+        self.category = category
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        return f"{self.category}: {self.detail}"
+
+
+class GapseekWarning(UserWarning):
+    """The one warning class of the package."""

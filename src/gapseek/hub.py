@@ -1,0 +1,126 @@
+"""Where the pretrained model comes from: ``--model PATH``, ``$GAPSEEK_MODEL_DIR``, or a verified download.
+
+The download goes to a user cache (``$GAPSEEK_CACHE_DIR``, else ``$XDG_CACHE_HOME/gapseek``, else
+``~/.cache/gapseek``) from the upstream repository at a pinned commit; each file is written to a temporary
+name, its sha256 checked, and only then renamed into place, so a partial or corrupt download is never cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from gapseek.errors import ChecksumError, ModelError
+from gapseek.model import sha256_file
+
+__all__ = ["PINNED", "ModelFiles", "cache_dir", "download_model", "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "band-gap.pth.tar"
+ATOM_INIT_NAME = "atom_init.json"
+UPSTREAM = "https://raw.githubusercontent.com/txie-93/cgcnn/f42ab233c4ee0c416879d6bc2d22a264418413ad"
+
+
+@dataclass(frozen=True)
+class _Pin:
+    name: str
+    url_path: str
+    sha256: str
+
+
+PINNED = {
+    CHECKPOINT_NAME: _Pin(
+        CHECKPOINT_NAME, "pre-trained/band-gap.pth.tar", "d269775b9be0995c046abed3dd6556c281a3eff7b2e1d73cf81b99e2a1d4aa6c"
+    ),
+    ATOM_INIT_NAME: _Pin(
+        ATOM_INIT_NAME,
+        "data/sample-regression/atom_init.json",
+        "cb90bd2257dbf8cfc4e6b2b6d4348d4616e8e9680f1339b1461137032e0f1894",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    checkpoint: Path
+    atom_init: Path
+    source: str  # "--model", "GAPSEEK_MODEL_DIR" or "cache"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("GAPSEEK_CACHE_DIR"):
+        return Path(os.environ["GAPSEEK_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gapseek"
+
+
+def _files_in(directory: Path, source: str) -> ModelFiles:
+    ck, ai = directory / CHECKPOINT_NAME, directory / ATOM_INIT_NAME
+    missing = [p.name for p in (ck, ai) if not p.is_file()]
+    if missing:
+        raise ModelError(f"{source}: {directory} lacks {', '.join(missing)} (it must hold {CHECKPOINT_NAME} and {ATOM_INIT_NAME})")
+    return ModelFiles(ck, ai, source)
+
+
+def resolve_model(model: str | Path | None = None, download: bool = True, base_url: str | None = None) -> ModelFiles:
+    """Find the model files: explicit path, then ``$GAPSEEK_MODEL_DIR``, then the cache (downloading)."""
+    if model is not None:
+        p = Path(model)
+        if p.is_dir():
+            return _files_in(p, "--model")
+        if p.is_file():
+            ai = p.parent / ATOM_INIT_NAME
+            if not ai.is_file():
+                raise ModelError(f"--model {p}: no {ATOM_INIT_NAME} beside the checkpoint")
+            return ModelFiles(p, ai, "--model")
+        raise ModelError(f"--model {p}: no such file or directory")
+    env = os.environ.get("GAPSEEK_MODEL_DIR")
+    if env:
+        return _files_in(Path(env), "GAPSEEK_MODEL_DIR")
+    target = cache_dir() / "models" / "cgcnn-band-gap"
+    if all((target / n).is_file() for n in PINNED):
+        return ModelFiles(target / CHECKPOINT_NAME, target / ATOM_INIT_NAME, "cache")
+    if not download:
+        raise ModelError(
+            f"no model: pass --model DIR, set GAPSEEK_MODEL_DIR, or run `gapseek model fetch` (cache: {target})"
+        )
+    download_model(target, base_url=base_url)
+    return ModelFiles(target / CHECKPOINT_NAME, target / ATOM_INIT_NAME, "cache")
+
+
+def download_model(target: Path, base_url: str | None = None, timeout: float = 60.0) -> Path:
+    """Download the pinned files into ``target`` (verified, atomic). ``base_url`` defaults to upstream
+    (or ``$GAPSEEK_MODEL_URL``, e.g. a mirror reachable from compute nodes)."""
+    base = (base_url or os.environ.get("GAPSEEK_MODEL_URL") or UPSTREAM).rstrip("/")
+    target.mkdir(parents=True, exist_ok=True)
+    for pin in PINNED.values():
+        final = target / pin.name
+        if final.is_file() and sha256_file(final) == pin.sha256:
+            continue
+        url = f"{base}/{pin.url_path}"
+        log.info("downloading %s", url)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{pin.name}.", suffix=".part", dir=target)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    with urllib.request.urlopen(url, timeout=timeout) as resp:
+                        while chunk := resp.read(1 << 20):
+                            out.write(chunk)
+                except (urllib.error.URLError, OSError) as exc:
+                    raise ModelError(f"cannot download {url}: {exc}") from None
+            digest = sha256_file(tmp)
+            if digest != pin.sha256:
+                raise ChecksumError(
+                    f"download of {url} has sha256 {digest}, expected {pin.sha256} (partial or corrupt); nothing cached"
+                )
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,83 @@
+"""Turn command-line INPUTs (CIF files, directories, list files) into an ordered list of (id, path)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from gapseek.errors import InputError
+
+__all__ = ["InputItem", "collect_inputs", "crystal_id"]
+
+log = logging.getLogger(__name__)
+
+CIF_SUFFIXES = (".cif", ".mcif")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    id: str
+    path: str
+
+
+def crystal_id(path: str | Path) -> str:
+    """The id of a CIF: its file name without the extension (COD: the 7-digit COD id)."""
+    name = os.path.basename(str(path))
+    for suffix in CIF_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _walk(directory: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(CIF_SUFFIXES):
+                found.append(Path(root) / f)
+    return found
+
+
+def _read_list(list_file: Path) -> list[Path]:
+    out: list[Path] = []
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read input list {list_file}: {exc}") from None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line)
+        out.append(p if p.is_absolute() else list_file.parent / p)
+    return out
+
+
+def collect_inputs(inputs: list[str | Path]) -> list[InputItem]:
+    """Expand INPUTs in the order given: a ``.cif`` file, a directory (recursive, sorted), or a text file
+    listing one path per line (relative to the list's folder; ``#`` comments). A missing INPUT is an error;
+    a missing path inside a list is kept and becomes a failure record later."""
+    if not inputs:
+        raise InputError("no INPUT given: name CIF files, directories or a file listing paths")
+    items: list[InputItem] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            paths = _walk(p)
+            if not paths:
+                log.warning("%s holds no *.cif files", p)
+        elif p.is_file() and p.name.lower().endswith(CIF_SUFFIXES):
+            paths = [p]
+        elif p.is_file():
+            paths = _read_list(p)
+        else:
+            raise InputError(f"INPUT {raw} does not exist")
+        items.extend(InputItem(crystal_id(q), str(q)) for q in paths)
+    dup = [k for k, n in Counter(i.id for i in items).items() if n > 1]
+    if dup:
+        log.warning("%d ids occur more than once (e.g. %s); each occurrence is kept with its path", len(dup), dup[:5])
+    return items

@@ -1,0 +1,285 @@
+"""Stage 3 — the pretrained CGCNN band-gap model: loading and a fast, faithful forward pass.
+
+:class:`CGCNN` has exactly the parameter names of the original ``CrystalGraphConvNet`` so the published
+state dict loads with ``strict=True``. It offers two forward passes over a batch of graphs:
+
+* :meth:`CGCNN.forward_reference` — the original algorithm step by step (concatenate self, neighbour and
+  bond features, ``fc_full``, batch norm, gate, sum, batch norm, residual softplus).
+* :meth:`CGCNN.forward` — the same function, reorganised: batch norms folded into the linear layers, and
+  ``fc_full`` split into self / neighbour / bond blocks so the atom parts are computed once per atom instead
+  of once per (atom, neighbour) pair, and the bond parts of all layers in one matrix product. Equal to the
+  reference to float32 rounding (tests check 1e-5).
+
+Both return ``(prediction, pooled, hidden)``: ``B`` band gaps in eV, the ``B x 64`` mean-pooled atom vectors
+after the convolutions and the ``B x 32`` ``softplus(conv_to_fc(softplus(pooled)))`` vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gapseek.errors import ChecksumError, ModelError
+
+__all__ = ["CGCNN", "Batch", "LoadedModel", "load_model", "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Batch:
+    """A batch of crystal graphs, flattened.
+
+    Attributes:
+        atom_fea: ``N x 92`` float32 atom_init vectors.
+        bond_fea: ``N x M x K`` float32 Gaussian-expanded distances.
+        nbr_idx: ``N x M`` int64 neighbour indices into the batch's atoms.
+        crystal_idx: ``N`` int64 crystal index of each atom.
+        n_crystals: ``B``.
+    """
+
+    atom_fea: torch.Tensor
+    bond_fea: torch.Tensor
+    nbr_idx: torch.Tensor
+    crystal_idx: torch.Tensor
+    n_crystals: int
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.atom_fea.to(device, non_blocking=True),
+            self.bond_fea.to(device, non_blocking=True),
+            self.nbr_idx.to(device, non_blocking=True),
+            self.crystal_idx.to(device, non_blocking=True),
+            self.n_crystals,
+        )
+
+
+class _ConvLayer(nn.Module):
+    def __init__(self, atom_fea_len: int, nbr_fea_len: int) -> None:
+        super().__init__()
+        self.atom_fea_len = atom_fea_len
+        self.fc_full = nn.Linear(2 * atom_fea_len + nbr_fea_len, 2 * atom_fea_len)
+        self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
+        self.bn2 = nn.BatchNorm1d(atom_fea_len)
+
+    def reference(self, x: torch.Tensor, bond: torch.Tensor, nbr_idx: torch.Tensor) -> torch.Tensor:
+        n, m = nbr_idx.shape
+        total = torch.cat([x.unsqueeze(1).expand(n, m, self.atom_fea_len), x[nbr_idx, :], bond], dim=2)
+        gated = self.bn1(self.fc_full(total).view(-1, 2 * self.atom_fea_len)).view(n, m, 2 * self.atom_fea_len)
+        filt, core = gated.chunk(2, dim=2)
+        summed = self.bn2(torch.sum(torch.sigmoid(filt) * F.softplus(core), dim=1))
+        return F.softplus(x + summed)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """BN-folded blocks: (W_self, W_nbr, W_bond, bias, bn2 scale, bn2 shift)."""
+        a = self.atom_fea_len
+        s1 = self.bn1.weight / torch.sqrt(self.bn1.running_var + self.bn1.eps)
+        w = self.fc_full.weight * s1[:, None]
+        b = (self.fc_full.bias - self.bn1.running_mean) * s1 + self.bn1.bias
+        s2 = self.bn2.weight / torch.sqrt(self.bn2.running_var + self.bn2.eps)
+        t2 = self.bn2.bias - self.bn2.running_mean * s2
+        return w[:, :a], w[:, a : 2 * a], w[:, 2 * a :], b, s2, t2
+
+
+class CGCNN(nn.Module):
+    """CrystalGraphConvNet (regression, softplus) with the original parameter names."""
+
+    def __init__(
+        self,
+        orig_atom_fea_len: int = 92,
+        nbr_fea_len: int = 41,
+        atom_fea_len: int = 64,
+        n_conv: int = 4,
+        h_fea_len: int = 32,
+        n_h: int = 1,
+    ) -> None:
+        super().__init__()
+        self.init_args = dict(
+            orig_atom_fea_len=orig_atom_fea_len,
+            nbr_fea_len=nbr_fea_len,
+            atom_fea_len=atom_fea_len,
+            n_conv=n_conv,
+            h_fea_len=h_fea_len,
+            n_h=n_h,
+        )
+        self.embedding = nn.Linear(orig_atom_fea_len, atom_fea_len)
+        self.convs = nn.ModuleList([_ConvLayer(atom_fea_len, nbr_fea_len) for _ in range(n_conv)])
+        self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
+        if n_h > 1:
+            self.fcs = nn.ModuleList([nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)])
+        self.fc_out = nn.Linear(h_fea_len, 1)
+        self.register_buffer("norm_mean", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("norm_std", torch.tensor(1.0, dtype=torch.float64))
+        self._fused: dict[str, object] | None = None
+
+    # ---------------------------------------------------------------------------------- head
+    def _head(self, atom_fea: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = batch.n_crystals
+        counts = torch.bincount(batch.crystal_idx, minlength=b).to(atom_fea.dtype)
+        pooled = torch.zeros(b, atom_fea.shape[1], dtype=atom_fea.dtype, device=atom_fea.device)
+        pooled.index_add_(0, batch.crystal_idx, atom_fea)
+        pooled = pooled / counts[:, None]
+        hidden = F.softplus(self.conv_to_fc(F.softplus(pooled)))
+        if hasattr(self, "fcs"):
+            for fc in self.fcs:
+                hidden = F.softplus(fc(hidden))
+        out = self.fc_out(hidden).squeeze(1)
+        prediction = out * float(self.norm_std) + float(self.norm_mean)
+        return prediction, pooled, hidden
+
+    @torch.no_grad()
+    def forward_reference(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The original algorithm, for parity checks. ``-> (B, B x 64, B x 32)``."""
+        x = self.embedding(batch.atom_fea)
+        for conv in self.convs:
+            x = conv.reference(x, batch.bond_fea, batch.nbr_idx)
+        return self._head(x, batch)
+
+    def _fuse(self) -> dict[str, object]:
+        if self._fused is None:
+            with torch.no_grad():
+                blocks = [conv.folded() for conv in self.convs]
+                self._fused = {
+                    "self": [blk[0].T.contiguous() for blk in blocks],
+                    "nbr": [blk[1].T.contiguous() for blk in blocks],
+                    "bond": torch.cat([blk[2] for blk in blocks], dim=0).T.contiguous(),  # K x (L*2A)
+                    "bias": [blk[3] for blk in blocks],
+                    "s2": [blk[4] for blk in blocks],
+                    "t2": [blk[5] for blk in blocks],
+                }
+        return self._fused
+
+    def _apply(self, *args, **kwargs):  # moving devices or dtypes invalidates the fused weights
+        self._fused = None
+        return super()._apply(*args, **kwargs)
+
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Fast forward pass. ``-> (B, B x 64, B x 32)``."""
+        fused = self._fuse()
+        n, m = batch.nbr_idx.shape
+        two_a = 2 * self.init_args["atom_fea_len"]
+        a = self.init_args["atom_fea_len"]
+        bond_all = (batch.bond_fea.reshape(n * m, -1) @ fused["bond"]).view(n, m, -1)
+        x = self.embedding(batch.atom_fea)
+        for layer in range(len(self.convs)):
+            total = (
+                bond_all[:, :, layer * two_a : (layer + 1) * two_a]
+                + (x @ fused["nbr"][layer])[batch.nbr_idx]
+                + (x @ fused["self"][layer] + fused["bias"][layer]).unsqueeze(1)
+            )
+            msg = torch.sigmoid(total[:, :, :a]) * F.softplus(total[:, :, a:])
+            summed = msg.sum(dim=1) * fused["s2"][layer] + fused["t2"][layer]
+            x = F.softplus(x + summed)
+        return self._head(x, batch)
+
+
+@dataclass
+class LoadedModel:
+    """The model, its atom embedding table and provenance."""
+
+    model: CGCNN
+    atom_init: np.ndarray  # 101 x 92 float32, row Z (row 0 and unknown elements are NaN)
+    known_elements: frozenset[int]
+    checkpoint_sha256: str
+    atom_init_sha256: str
+    checkpoint_path: Path
+    atom_init_path: Path
+    epoch: int | None = None
+
+
+def load_model(
+    checkpoint: str | Path,
+    atom_init: str | Path,
+    expected_sha256: str | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a CGCNN checkpoint safely (``weights_only=True``) and its atom_init.json.
+
+    ``expected_sha256``: when given, a checkpoint with another sha256 is refused with :class:`ChecksumError`.
+    """
+    checkpoint = Path(checkpoint)
+    atom_init = Path(atom_init)
+    for p in (checkpoint, atom_init):
+        if not p.is_file():
+            raise ModelError(f"model file not found: {p}")
+    digest = sha256_file(checkpoint)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise ChecksumError(
+            f"{checkpoint} has sha256 {digest}, expected {expected_sha256}; "
+            "pass --model-sha256 any to use a different checkpoint on purpose"
+        )
+    try:
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise ModelError(f"cannot read checkpoint {checkpoint} safely: {type(exc).__name__}: {exc}") from None
+    if not isinstance(ck, dict) or "state_dict" not in ck:
+        raise ModelError(f"{checkpoint} is not a CGCNN checkpoint (no state_dict)")
+    args = ck.get("args") or {}
+    if args.get("task", "regression") != "regression":
+        raise ModelError(f"{checkpoint} is a {args.get('task')} model; gapseek needs a regression model")
+    state = ck["state_dict"]
+    try:
+        init = dict(
+            orig_atom_fea_len=int(state["embedding.weight"].shape[1]),
+            nbr_fea_len=int(state["convs.0.fc_full.weight"].shape[1] - 2 * state["embedding.weight"].shape[0]),
+            atom_fea_len=int(state["embedding.weight"].shape[0]),
+            n_conv=int(args.get("n_conv", sum(1 for k in state if k.endswith("fc_full.weight")))),
+            h_fea_len=int(state["conv_to_fc.weight"].shape[0]),
+            n_h=int(args.get("n_h", 1)),
+        )
+    except KeyError as exc:
+        raise ModelError(f"{checkpoint}: state_dict lacks {exc}") from None
+    model = CGCNN(**init)
+    try:
+        missing = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelError(f"{checkpoint}: state_dict does not fit CGCNN{init}: {exc}") from None
+    extra = [k for k in missing.missing_keys if not k.startswith("norm_")]
+    if extra or missing.unexpected_keys:
+        raise ModelError(f"{checkpoint}: missing {extra}, unexpected {missing.unexpected_keys}")
+    norm = ck.get("normalizer") or {"mean": 0.0, "std": 1.0}
+    model.norm_mean.fill_(float(norm["mean"]))
+    model.norm_std.fill_(float(norm["std"]))
+    model.eval()
+    model.to(device)
+
+    try:
+        table_raw = json.loads(atom_init.read_text())
+        table = {int(k): np.asarray(v, dtype=np.float64) for k, v in table_raw.items()}
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{atom_init} is not a valid atom_init.json: {exc}") from None
+    dim = init["orig_atom_fea_len"]
+    zmax = max(table)
+    emb = np.full((zmax + 1, dim), np.nan, dtype=np.float32)
+    for z, v in table.items():
+        if v.shape != (dim,):
+            raise ModelError(f"{atom_init}: element {z} has {v.shape} features, the model expects {dim}")
+        emb[z] = v.astype(np.float32)
+    log.info("loaded %s (sha256 %s, epoch %s)", checkpoint, digest[:12], ck.get("epoch"))
+    return LoadedModel(
+        model=model,
+        atom_init=emb,
+        known_elements=frozenset(table),
+        checkpoint_sha256=digest,
+        atom_init_sha256=sha256_file(atom_init),
+        checkpoint_path=checkpoint,
+        atom_init_path=atom_init,
+        epoch=ck.get("epoch"),
+    )

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build gapseek.sif from Singularity.def (run from anywhere; needs apptainer or singularity).
+# On clusters without root, `--fakeroot` is usually what works; override with BUILD_FLAGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tool=$(command -v apptainer || command -v singularity || true)
+if [ -z "$tool" ]; then
+  echo "container/build.sh: neither apptainer nor singularity is on PATH" >&2
+  exit 1
+fi
+out=${1:-gapseek.sif}
+"$tool" build ${BUILD_FLAGS:---fakeroot} "$out" Singularity.def
+"$tool" test "$out"
+echo "built $out"

@@ -1,0 +1,58 @@
+"""Shared fixtures. Data from ../shared is read in place; tests that need it skip with a clear message."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GAPSEEK_SHARED", ROOT.parent / "shared"))
+MODEL_DIR = SHARED / "models" / "cgcnn"
+MP_DIR = SHARED / "data" / "mp-gap-36k"
+COD_DIR = SHARED / "data" / "cod-robustness"
+REFERENCE = SHARED / "reference"
+EXAMPLES = ROOT / "src" / "gapseek" / "data" / "examples"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: this test reads the shared data set (../shared beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return need(MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def loaded_model(model_dir):
+    from gapseek.hub import PINNED
+    from gapseek.model import load_model
+
+    return load_model(model_dir / "band-gap.pth.tar", model_dir / "atom_init.json",
+                      expected_sha256=PINNED["band-gap.pth.tar"].sha256)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_pymatgen():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="pymatgen")
+        warnings.filterwarnings("ignore", message=".*fractional coordinates rounded.*")
+        yield
+
+
+def write_cif(path: Path, sg: str, cell: tuple, sites: list[tuple], name: str = "x", extra: str = "") -> Path:
+    """A small CIF: ``sites`` = (label, symbol, x, y, z, occupancy)."""
+    a, b, c, al, be, ga = cell
+    lines = [f"data_{name}", f"_symmetry_space_group_name_H-M '{sg}'",
+             f"_cell_length_a {a}", f"_cell_length_b {b}", f"_cell_length_c {c}",
+             f"_cell_angle_alpha {al}", f"_cell_angle_beta {be}", f"_cell_angle_gamma {ga}", extra,
+             "loop_", "_atom_site_label", "_atom_site_type_symbol", "_atom_site_fract_x", "_atom_site_fract_y",
+             "_atom_site_fract_z", "_atom_site_occupancy"]
+    lines += [" ".join(str(v) for v in s) for s in sites]
+    path.write_text("\n".join(lines) + "\n")
+    return path

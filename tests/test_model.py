@@ -1,0 +1,57 @@
+"""The model: safe loading, checksum, and the fast forward pass against the step-by-step original."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXAMPLES, MP_DIR, need
+from gapseek.batching import collate
+from gapseek.cif import read_crystal
+from gapseek.errors import ChecksumError, ModelError
+from gapseek.graph import GraphSettings, build_graph
+from gapseek.model import load_model
+
+
+def test_checkpoint_loads_strictly_with_the_published_hyperparameters(loaded_model):
+    m = loaded_model.model
+    assert m.init_args == dict(orig_atom_fea_len=92, nbr_fea_len=41, atom_fea_len=64, n_conv=4, h_fea_len=32, n_h=1)
+    assert loaded_model.epoch == 457
+    assert float(m.norm_mean) == pytest.approx(2.353832203) and float(m.norm_std) == pytest.approx(1.480239124)
+
+
+def test_batching_does_not_change_results(loaded_model):
+    graphs = [build_graph(read_crystal(f)) for f in sorted(EXAMPLES.glob("*.cif"))[:5] if "disorder" not in f.name]
+    together = loaded_model.model(collate(graphs, loaded_model.atom_init, GraphSettings()))[0].numpy()
+    alone = [loaded_model.model(collate([g], loaded_model.atom_init, GraphSettings()))[0].item() for g in graphs]
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_wrong_checksum_is_refused(model_dir):
+    with pytest.raises(ChecksumError, match="expected 00"):
+        load_model(model_dir / "band-gap.pth.tar", model_dir / "atom_init.json", expected_sha256="00" * 32)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_pickle_with_code_is_never_executed(tmp_path, model_dir, capsys):
+    bad = tmp_path / "band-gap.pth.tar"
+    torch.save({"state_dict": {}, "payload": _Evil()}, bad)
+    shutil.copy(model_dir / "atom_init.json", tmp_path / "atom_init.json")
+    with pytest.raises(ModelError, match="cannot read checkpoint"):
+        load_model(bad, tmp_path / "atom_init.json")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_garbage_checkpoint_is_a_model_error(tmp_path, model_dir):
+    bad = tmp_path / "band-gap.pth.tar"
+    bad.write_bytes(pickle.dumps([1, 2, 3])[:5])
+    with pytest.raises(ModelError):
+        load_model(bad, model_dir / "atom_init.json")

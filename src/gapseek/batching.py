@@ -41,6 +41,9 @@ def collate(graphs: Sequence[CrystalGraph], atom_init: np.ndarray, settings: Gra
     nbr_idx = np.concatenate([g.nbr_idx.astype(np.int64) + off for g, off in zip(graphs, offsets)])
     dist = np.concatenate([g.nbr_dist for g in graphs])
     bond = gaussian_expand(dist, settings).astype(np.float32)
+    # Gaussian tails below float32's smallest normal number are denormals, which make the CPU's matrix
+    # products ~2x slower; as zeros they change no output by more than 1e-38.
+    bond[bond < np.finfo(np.float32).tiny] = 0.0
     return Batch(
         atom_fea=torch.from_numpy(atom_init[numbers]),
         bond_fea=torch.from_numpy(bond),

@@ -195,6 +195,10 @@ def _num(value: str | None) -> float:
     """CIF number with optional s.u. '1.234(5)'; NaN for '?', '.', missing or junk."""
     if value is None:
         return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        pass
     s = value.strip().strip("'\"")
     if s in ("?", ".", ""):
         return math.nan

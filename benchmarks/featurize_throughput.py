@@ -1,0 +1,140 @@
+"""Featurization throughput on one core: gapseek vs the original CGCNN pipeline, in the same run.
+
+    python benchmarks/featurize_throughput.py [--n 1000] [--repeats 3] [--seed 0]
+
+Both sides featurize the same random sample of ../shared/data/mp-gap-36k (CIF -> graph -> model -> 64+32-d
+vectors and prediction) with one thread, each in its own fresh process (so peak RSS is its own). Sides are
+interleaved ``repeats`` times and the medians are reported, because this machine is shared and noisy.
+
+The baseline does what the original code (cgcnn/data.py + predict.py at f42ab23) does per crystal:
+``Structure.from_file``, atom_init lookups, ``get_all_neighbors(8)``, a Python sort per atom, the first 12,
+``GaussianDistance.expand``, then the model on batches of 256 crystals. It uses gapseek's model class, whose
+forward pass is the original's operation for operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MP = SHARED / "data" / "mp-gap-36k" / "cifs"
+MODEL = SHARED / "models" / "cgcnn"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_ours(files: list[str], batch_atoms: int) -> dict:
+    import torch
+
+    from gapseek.featurize import Featurizer, FeaturizeSettings
+    from gapseek.inputs import InputItem, crystal_id
+    from gapseek.model import load_model
+
+    torch.set_num_threads(1)
+    lm = load_model(MODEL / "band-gap.pth.tar", MODEL / "atom_init.json")
+    feat = Featurizer(lm, FeaturizeSettings(batch_atoms=batch_atoms))
+    items = [InputItem(crystal_id(f), f) for f in files]
+    t0 = time.perf_counter()
+    ok = 0
+    for s in range(0, len(items), 256):
+        ok += feat.process(items[s:s + 256]).n_ok
+    dt = time.perf_counter() - t0
+    return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_baseline(files: list[str]) -> dict:
+    import numpy as np
+    import torch
+    from pymatgen.core import Structure
+
+    from gapseek.graph import GraphSettings, build_graph_original, gaussian_expand
+    from gapseek.model import Batch, load_model
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    lm = load_model(MODEL / "band-gap.pth.tar", MODEL / "atom_init.json")
+    gs = GraphSettings()
+    t0 = time.perf_counter()
+    ok = 0
+    for s in range(0, len(files), 256):  # predict.py's default batch size
+        atom_fea, nbr_fea, nbr_idx, crystal_idx = [], [], [], []
+        base = 0
+        for k, f in enumerate(files[s:s + 256]):
+            st = Structure.from_file(f)
+            g = build_graph_original(st, gs)
+            atom_fea.append(torch.Tensor(np.vstack([lm.atom_init[site.specie.number] for site in st])))
+            nbr_fea.append(torch.Tensor(gaussian_expand(g.nbr_dist, gs)))
+            nbr_idx.append(torch.LongTensor(g.nbr_idx.astype(np.int64)) + base)
+            crystal_idx.append(torch.full((len(st),), k, dtype=torch.long))
+            base += len(st)
+        b = Batch(torch.cat(atom_fea), torch.cat(nbr_fea), torch.cat(nbr_idx), torch.cat(crystal_idx), len(nbr_fea))
+        pred, _, _ = lm.model(b)
+        ok += int(pred.shape[0])
+    dt = time.perf_counter() - t0
+    return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child(side: str, list_file: str, batch_atoms: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", side, "--list", list_file, "--batch-atoms", str(batch_atoms)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-atoms", type=int, default=512)
+    ap.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--list", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        files = Path(args.list).read_text().split()
+        res = run_ours(files, args.batch_atoms) if args.child == "ours" else run_baseline(files)
+        print(json.dumps(res))
+        return 0
+
+    if not MP.is_dir() or not MODEL.is_dir():
+        print(f"skipped: {MP} or {MODEL} is absent (the benchmark reads ../shared)")
+        return 0
+    files = sorted(str(p) for p in MP.glob("*.cif"))
+    sample = random.Random(args.seed).sample(files, args.n)
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+        fh.write("\n".join(sample))
+        list_file = fh.name
+    results: dict[str, list[dict]] = {"ours": [], "baseline": []}
+    for r in range(args.repeats):
+        for side in ("baseline", "ours"):
+            res = _child(side, list_file, args.batch_atoms)
+            results[side].append(res)
+            print(f"  repeat {r + 1}/{args.repeats} {side:>8}: {res['n'] / res['seconds']:8.1f} crystals/s, "
+                  f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
+    Path(list_file).unlink()
+    med = {s: statistics.median(x["n"] / x["seconds"] for x in v) for s, v in results.items()}
+    rss = {s: statistics.median(x["peak_rss_mb"] for x in v) for s, v in results.items()}
+    print(f"\nfeaturize throughput, {args.n} random mp-gap-36k crystals, 1 core, median of {args.repeats}:")
+    print(f"  {'':<10}{'crystals/s':>12}{'peak RSS MB':>14}")
+    print(f"  {'original':<10}{med['baseline']:>12.1f}{rss['baseline']:>14.0f}")
+    print(f"  {'gapseek':<10}{med['ours']:>12.1f}{rss['ours']:>14.0f}")
+    print(f"  ratio gapseek/original: {med['ours'] / med['baseline']:.1f}x (goal: >= 20x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

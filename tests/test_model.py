@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import EXAMPLES, MP_DIR, need
+from conftest import EXAMPLES
 from gapseek.batching import collate
 from gapseek.cif import read_crystal
 from gapseek.errors import ChecksumError, ModelError

@@ -8,7 +8,6 @@ import sys
 import time
 import warnings
 from importlib import resources
-from pathlib import Path
 
 from gapseek import __version__
 from gapseek.errors import GapseekError, GapseekWarning

@@ -177,11 +177,9 @@ def _read_gemmi(data: bytes, settings: ReadSettings) -> Crystal:
     except (RuntimeError, ValueError) as exc:
         raise _SyntaxProblem(_short(str(exc))) from None
     first_error: CrystalError | None = None
-    n_blocks = 0
     for block in doc:
         if block.find_value("_cell_length_a") is None and not block.find_values("_atom_site_fract_x"):
             continue
-        n_blocks += 1
         try:
             return _crystal_from_block(block, settings)
         except CrystalError as exc:

@@ -8,6 +8,7 @@ build graphs and the parent runs the model on the device.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -199,14 +200,13 @@ class Featurizer:
 _WORKER: Featurizer | None = None
 
 
-def _worker_init(checkpoint: str, atom_init: str, sha: str, settings: FeaturizeSettings, run_model: bool) -> None:
+def _worker_init(checkpoint: str, atom_init: str, sha: str, settings: FeaturizeSettings) -> None:
     global _WORKER
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    cpu_settings = settings if run_model else FeaturizeSettings(
-        read=settings.read, graph=settings.graph, device="cpu", workers=1,
-        batch_atoms=settings.batch_atoms, chunk_size=settings.chunk_size, timeout=settings.timeout)
-    _WORKER = Featurizer(load_model(checkpoint, atom_init, expected_sha256=sha), cpu_settings)
+    # workers always work on the CPU; with a GPU they only build graphs and the parent runs the model
+    worker_settings = dataclasses.replace(settings, device="cpu", workers=1)
+    _WORKER = Featurizer(load_model(checkpoint, atom_init, expected_sha256=sha), worker_settings)
 
 
 def _worker_process(items: Sequence[InputItem]) -> FeatureRows:
@@ -240,7 +240,7 @@ def featurize_items(
 
     on_gpu = feat.device != "cpu"
     ctx = mp.get_context("spawn" if on_gpu else "fork")
-    init = (str(model.checkpoint_path), str(model.atom_init_path), model.checkpoint_sha256, settings, not on_gpu)
+    init = (str(model.checkpoint_path), str(model.atom_init_path), model.checkpoint_sha256, settings)
     with ctx.Pool(settings.workers, initializer=_worker_init, initargs=init) as pool:
         fn = _worker_graph if on_gpu else _worker_process
         for (s, e), res in zip(chunks, pool.imap(fn, (items[s:e] for s, e in chunks))):

@@ -38,18 +38,15 @@ def _peak_rss_mb() -> float:
 def run_ours(files: list[str], batch_atoms: int) -> dict:
     import torch
 
-    from gapseek.featurize import Featurizer, FeaturizeSettings
+    from gapseek.featurize import FeaturizeSettings, featurize_items
     from gapseek.inputs import InputItem, crystal_id
     from gapseek.model import load_model
 
     torch.set_num_threads(1)
     lm = load_model(MODEL / "band-gap.pth.tar", MODEL / "atom_init.json")
-    feat = Featurizer(lm, FeaturizeSettings(batch_atoms=batch_atoms))
     items = [InputItem(crystal_id(f), f) for f in files]
     t0 = time.perf_counter()
-    ok = 0
-    for s in range(0, len(items), 256):
-        ok += feat.process(items[s:s + 256]).n_ok
+    ok = sum(rows.n_ok for rows in featurize_items(items, lm, FeaturizeSettings(batch_atoms=batch_atoms)))
     dt = time.perf_counter() - t0
     return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": _peak_rss_mb()}
 

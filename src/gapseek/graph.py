@@ -93,8 +93,8 @@ def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> 
     if d.size and d.min() < 0.1:
         raise CrystalError("overlapping-atoms", f"two atoms {d.min():.3g} Å apart")
 
-    # one float key (atom index, then distance; 16 Å > radius keeps atoms apart) sorts ~3x faster than a
-    # lexsort; equal distances keep vesin's order, which is deterministic
+    # one float key, atom index times a step larger than any distance (< radius), plus the distance, sorts
+    # ~3x faster than a lexsort; equal distances keep vesin's order, which is deterministic
     order = np.argsort(i * (2.0 * settings.radius + 16.0) + d, kind="stable")
     i, j, d = i[order], j[order], d[order]
     counts = np.bincount(i, minlength=n)

@@ -10,7 +10,14 @@ import pytest
 from conftest import EXAMPLES, MP_DIR, need, write_cif
 from gapseek.batching import batches_by_atoms
 from gapseek.cif import read_crystal
-from gapseek.graph import GraphSettings, build_graph, build_graph_original, gaussian_expand
+from gapseek.graph import (
+    GraphSettings,
+    _neighbours,
+    build_graph,
+    build_graph_original,
+    equivalent_atoms,
+    gaussian_expand,
+)
 
 
 def _structure(path):
@@ -61,3 +68,73 @@ def test_batches_by_atoms_respects_the_budget_and_order():
     assert [i for b in batches for i in b] == list(range(len(sizes)))
     for b in batches:
         assert len(b) == 1 or sum(sizes[i] for i in b) <= 40
+
+
+def _full_radius_graph(crystal, settings=GraphSettings()):
+    """The M nearest neighbours from one search at the full radius (no first, shorter search)."""
+    i, j, d = _neighbours(crystal, settings.radius)
+    n, m = crystal.n_atoms, settings.max_neighbors
+    dist = np.full((n, m), settings.radius + 1.0)
+    for a in range(n):
+        da = np.sort(d[i == a])[:m]
+        dist[a, : da.size] = da
+    return dist
+
+
+@pytest.mark.parametrize("name", ["NaCl.cif", "SrTiO3.cif", "TiO2-rutile.cif", "ZnO.cif", "CdS.cif"])
+def test_short_first_search_gives_the_full_radius_graph(name):
+    c = read_crystal(EXAMPLES / name)
+    np.testing.assert_allclose(build_graph(c).nbr_dist, _full_radius_graph(c), atol=1e-12)
+
+
+def test_short_first_search_on_mp_sample():
+    files = random.Random(5).sample(sorted(need(MP_DIR / "cifs").glob("*.cif")), 60)
+    for f in files:
+        c = read_crystal(f)
+        np.testing.assert_allclose(build_graph(c).nbr_dist, _full_radius_graph(c), atol=1e-12, err_msg=f.name)
+
+
+def test_a_first_radius_that_is_too_short_is_widened(monkeypatch):
+    import gapseek.graph as graph_module
+
+    calls = []
+    real = graph_module._neighbours
+    monkeypatch.setattr(graph_module, "_neighbours", lambda c, r: calls.append(r) or real(c, r))
+    monkeypatch.setattr(graph_module, "_FIRST_SEARCH_NEIGHBOURS", 4)  # far too few for 13 neighbours
+    for name in ("NaCl.cif", "SrTiO3.cif", "TiO2-rutile.cif"):
+        calls.clear()
+        c = read_crystal(EXAMPLES / name)
+        g = build_graph(c)
+        assert calls[0] < 8.0 and calls[-1] == 8.0 and len(calls) == 2, (name, calls)
+        np.testing.assert_allclose(g.nbr_dist, _full_radius_graph(c), atol=1e-12)
+
+
+def _supercell(crystal, reps=(2, 2, 2)):
+    from gapseek.cif import Crystal
+
+    shifts = np.array([(a, b, c) for a in range(reps[0]) for b in range(reps[1]) for c in range(reps[2])])
+    frac = ((crystal.frac[None, :, :] + shifts[:, None, :]) / np.array(reps)).reshape(-1, 3)
+    return Crystal(lattice=crystal.lattice * np.array(reps)[:, None], frac=frac,
+                   numbers=np.tile(crystal.numbers, len(shifts)))
+
+
+def test_equivalent_atoms_of_symmetric_and_distorted_cells():
+    nacl = _supercell(read_crystal(EXAMPLES / "NaCl.cif"))  # 64 atoms, P1, all Na alike, all Cl alike
+    g = build_graph(nacl)
+    eq = g.eq_class
+    assert eq.max() + 1 == 2 and eq[0] == 0
+    assert set(zip(eq.tolist(), nacl.numbers.tolist())) == {(0, int(nacl.numbers[0])), (1, int(nacl.numbers[-1]))}
+    # move one atom: it, and atoms near it, become distinct, and every class is still uniform
+    moved = _supercell(read_crystal(EXAMPLES / "NaCl.cif"))
+    moved.frac[5] += 0.01
+    gm = build_graph(moved)
+    assert gm.eq_class.max() + 1 > 3
+    for k in range(gm.eq_class.max() + 1):
+        members = np.nonzero(gm.eq_class == k)[0]
+        assert len({int(moved.numbers[a]) for a in members}) == 1
+        rows = np.sort(gm.nbr_dist[members], axis=1)
+        np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), atol=1e-8)
+    # labels are numbered by first appearance: class k's first member precedes class k+1's
+    firsts = [int(np.nonzero(gm.eq_class == k)[0][0]) for k in range(gm.eq_class.max() + 1)]
+    assert firsts == sorted(firsts) and firsts[0] == 0
+    assert np.array_equal(equivalent_atoms(gm), gm.eq_class)

@@ -207,6 +207,17 @@ def _num(value: str | None) -> float:
         return math.nan
 
 
+_EYE3 = np.eye(3)
+
+
+def _num_column(values: list[str]) -> np.ndarray:
+    """A CIF column as float64 (plain numbers parse in one call; others go through :func:`_num`)."""
+    try:
+        return np.array(values, dtype=float)
+    except ValueError:
+        return np.array([_num(v) for v in values], dtype=float)
+
+
 def _column(block, tag: str) -> list[str] | None:
     col = block.find_values(tag)
     if not col:
@@ -244,27 +255,27 @@ def _crystal_from_block(block, settings: ReadSettings) -> Crystal:
 
     ops = _symmetry_ops(block)
     table = _element_table()
-    identity_only = len(ops) == 1 and np.allclose(ops[0][0], np.eye(3)) and not ops[0][1].any()
+    identity_only = len(ops) == 1 and np.array_equal(ops[0][0], _EYE3) and not ops[0][1].any()
 
-    # rows -> arrays, in loop order
-    coords, zs_row, occ_row = [], [], []
-    for i, (sx, sy, sz) in enumerate(zip(xs, ys, zs)):
-        raw = symbols_src[i].strip().strip("'\"")
-        symbol = _parse_symbol(raw, table)
-        if symbol == "":
-            continue  # pymatgen skips 'OH', 'OH2' pseudo-atoms
-        coord = (_num(sx), _num(sy), _num(sz))
-        if any(math.isnan(c) for c in coord):
-            raise CrystalError("no-structure", f"block {name!r}: atom site {raw!r} has no coordinates")
-        if symbol is None or symbol not in table.numbers:
-            raise CrystalError("unknown-element", f"atom site {raw!r} is not a chemical element")
-        occ = _num(occs[i]) if occs is not None else 1.0
-        coords.append(coord)
-        zs_row.append(table.numbers[symbol])
-        occ_row.append(1.0 if math.isnan(occ) else occ)
-    if not coords:
+    # rows -> arrays, in loop order ('OH', 'OH2' pseudo-atoms parse to "" and are skipped, as pymatgen does)
+    raw = [v.strip().strip("'\"") for v in symbols_src]
+    symbols = [_symbol(v) for v in raw]
+    coords_all = np.stack([_num_column(xs), _num_column(ys), _num_column(zs)], axis=1)
+    occ_all = _num_column(occs) if occs is not None else np.ones(len(xs))
+    rows = [i for i, sym in enumerate(symbols) if sym != ""]
+    no_coord = np.isnan(coords_all).any(axis=1).tolist()
+    for i in rows:  # the first bad row, in loop order, names the problem
+        if no_coord[i]:
+            raise CrystalError("no-structure", f"block {name!r}: atom site {raw[i]!r} has no coordinates")
+        if symbols[i] is None or symbols[i] not in table.numbers:
+            raise CrystalError("unknown-element", f"atom site {raw[i]!r} is not a chemical element")
+    if not rows:
         raise CrystalError("no-structure", f"block {name!r} has no atoms")
-    coord_arr = _snap_thirds(np.array(coords, dtype=float), settings.frac_tolerance)
+    coords = coords_all[rows]
+    zs_row = [table.numbers[symbols[i]] for i in rows]
+    occ_sel = occ_all[rows]
+    occ_row = np.where(np.isnan(occ_sel), 1.0, occ_sel).tolist()
+    coord_arr = _snap_thirds(coords, settings.frac_tolerance)
 
     # input sites that are images of an earlier one share it (pymatgen: get_matching_coord)
     owner = _match_earlier(coord_arr, ops, identity_only, settings.site_tolerance)
@@ -289,7 +300,7 @@ def _crystal_from_block(block, settings: ReadSettings) -> Crystal:
                 "disordered",
                 f"site at {where} holds {desc} (use --disorder majority to keep the majority occupant)",
             )
-        site_z.append(max(species.items(), key=lambda kv: kv[1])[0])
+        site_z.append(next(iter(species)) if len(species) == 1 else max(species.items(), key=lambda kv: kv[1])[0])
 
     # pymatgen's order: groups by composition (descending electronegativity, then symbol), each group
     # expanded by symmetry; then a stable sort of the sites by electronegativity (NaN compares as in Python)
@@ -308,8 +319,13 @@ def _crystal_from_block(block, settings: ReadSettings) -> Crystal:
         z_parts.append(np.full(len(expanded), z, dtype=np.int64))
     frac = np.concatenate(frac_parts)
     numbers = np.concatenate(z_parts)
-    keys = [_SiteKey(table.electroneg[z], table.symbols[z]) for z in numbers.tolist()]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
+    zlist = numbers.tolist()
+    if all(table.electroneg[z] == table.electroneg[z] for z in set(zlist)):  # no NaN: plain tuples sort the same
+        tkeys = [(table.electroneg[z], table.symbols[z]) for z in zlist]
+        order = sorted(range(len(tkeys)), key=tkeys.__getitem__)
+    else:
+        keys = [_SiteKey(table.electroneg[z], table.symbols[z]) for z in zlist]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
     return Crystal(lattice=lattice, frac=frac[order], numbers=numbers[order], block=name)
 
 
@@ -468,6 +484,12 @@ def _pauling(z: int) -> float:
 
         x = Element.from_Z(z).X
     return float(x)
+
+
+@lru_cache(maxsize=4096)
+def _symbol(sym: str) -> str | None:
+    """:func:`_parse_symbol` with the element table, cached (atom-site labels repeat across files)."""
+    return _parse_symbol(sym, _element_table())
 
 
 def _parse_symbol(sym: str, table: _ElementTable) -> str | None:

@@ -27,6 +27,9 @@ def _featurize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1; use the cores Slurm gives you)")
     p.add_argument("--batch-atoms", type=int, default=512, help="atoms per model batch (default 512)")
+    p.add_argument("--no-reduce", action="store_true",
+                   help="run the model on every atom, not once per class of equivalent atoms (slower; same "
+                        "outputs up to float32 rounding)")
     p.add_argument("--chunk-size", type=int, default=256, help="files per worker task (default 256)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per file, 0 = no limit (default 120)")
     p.add_argument("--max-atoms", type=int, default=1000, help="cells with more sites fail (default 1000)")
@@ -111,6 +114,7 @@ def _settings(args: argparse.Namespace):
         batch_atoms=args.batch_atoms,
         chunk_size=args.chunk_size,
         timeout=args.timeout,
+        reduce=not args.no_reduce,
     )
 
 

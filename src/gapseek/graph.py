@@ -6,7 +6,9 @@ neighbours within 8 Å, sorted by distance; an atom with fewer is padded with ne
 
 The neighbour search is vesin's cell list (C++), not pymatgen's ``get_all_neighbors``; distances agree to
 ~1e-15 Å. Where the 12th and 13th neighbours of an atom tie exactly and are different atoms, which one is
-kept is a convention: the original keeps pymatgen's internal order, we keep the lower atom index. Such atoms
+kept is a convention: the original keeps pymatgen's internal order, we keep the lower atom index.
+The search starts at a radius holding ~20 atoms at the crystal's density and widens to 8 Å only when an
+atom needs it, which gives the same graph as a search at 8 Å at a fraction of the cost. Such atoms
 are counted in :attr:`CrystalGraph.n_tied` so a user can see which crystals depend on that convention.
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 from gapseek.cif import Crystal
 from gapseek.errors import ConfigError, CrystalError
 
-__all__ = ["CrystalGraph", "GraphSettings", "build_graph", "gaussian_expand"]
+__all__ = ["CrystalGraph", "GraphSettings", "build_graph", "equivalent_atoms", "gaussian_expand"]
 
 TIE_TOLERANCE = 1e-8  # Å; distances closer than this are the same distance
 
@@ -61,6 +63,7 @@ class CrystalGraph:
         nbr_dist: ``n x M`` neighbour distances in Å (float64; ``radius + 1`` where padded).
         n_padded: atoms that had fewer than M neighbours within the radius.
         n_tied: atoms whose M-th and (M+1)-th neighbours tie in distance but are different atoms.
+        eq_class: ``n`` classes of equivalent atoms (:func:`equivalent_atoms`), or None if not computed.
     """
 
     numbers: np.ndarray
@@ -68,63 +71,162 @@ class CrystalGraph:
     nbr_dist: np.ndarray
     n_padded: int = 0
     n_tied: int = 0
+    eq_class: np.ndarray | None = None
 
     @property
     def n_atoms(self) -> int:
         return int(self.numbers.shape[0])
 
 
-def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> CrystalGraph:
-    """Build the M-nearest-neighbour graph of a periodic crystal."""
+def _search_radius(crystal: Crystal, settings: GraphSettings) -> float:
+    """A first search radius that holds ~20 neighbours per atom (plus 0.5 Å) at the crystal's mean density.
+
+    Nearly every atom has its 13 nearest neighbours inside it (all but ~3 crystals in 1,000 of
+    mp-gap-36k), and the neighbour list is ~5x shorter than at the full 8 Å; a crystal with an atom that
+    does not is searched again at the full radius (:func:`build_graph`).
+    """
+    volume = abs(float(np.linalg.det(crystal.lattice)))
+    if not np.isfinite(volume) or volume <= 0 or crystal.n_atoms == 0:
+        return settings.radius
+    r = (3.0 * _FIRST_SEARCH_NEIGHBOURS * volume / (4.0 * np.pi * crystal.n_atoms)) ** (1.0 / 3.0) + 0.5
+    return min(settings.radius, r)
+
+
+_FIRST_SEARCH_NEIGHBOURS = 20
+
+
+def _neighbours(crystal: Crystal, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import vesin
 
-    n = crystal.n_atoms
-    m = settings.max_neighbors
     points = np.ascontiguousarray(crystal.cart, dtype=np.float64)
     box = np.ascontiguousarray(crystal.lattice, dtype=np.float64)
     try:
-        nl = vesin.NeighborList(cutoff=float(settings.radius), full_list=True)
+        nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
         i, j, d = nl.compute(points=points, box=box, periodic=True, quantities="ijd")
     except Exception as exc:  # vesin raises RuntimeError/ValueError on degenerate cells
         raise CrystalError("invalid-cell", f"neighbour search failed: {exc}") from None
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
-    d = np.asarray(d, dtype=np.float64)
-    if d.size and d.min() < 0.1:
-        raise CrystalError("overlapping-atoms", f"two atoms {d.min():.3g} Å apart")
+    return np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(d, dtype=np.float64)
 
-    # one float key, atom index times a step larger than any distance (< radius), plus the distance, sorts
-    # ~3x faster than a lexsort; equal distances keep vesin's order, which is deterministic
-    order = np.argsort(i * (2.0 * settings.radius + 16.0) + d, kind="stable")
-    i, j, d = i[order], j[order], d[order]
-    counts = np.bincount(i, minlength=n)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+
+def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> CrystalGraph:
+    """Build the M-nearest-neighbour graph of a periodic crystal.
+
+    The search starts at a density-based radius (:func:`_search_radius`) and is redone at the full radius
+    when any atom's (M+1)-th neighbour is not safely inside it, so the result is exactly that of a search at
+    the full radius. Neighbours at equal distances are ordered by neighbour index.
+    """
+    n = crystal.n_atoms
+    m = settings.max_neighbors
+    cutoff = _search_radius(crystal, settings)
+    while True:
+        i, j, d = _neighbours(crystal, cutoff)
+        if d.size and d.min() < 0.1:
+            raise CrystalError("overlapping-atoms", f"two atoms {d.min():.3g} Å apart")
+        # sort by (atom, distance, neighbour): j first, then one stable float key (atom index times a step
+        # larger than any distance, plus the distance), ~3x faster than a lexsort
+        order = np.argsort(j, kind="stable")
+        order = order[np.argsort(i[order] * (2.0 * settings.radius + 16.0) + d[order], kind="stable")]
+        i, j, d = i[order], j[order], d[order]
+        counts = np.bincount(i, minlength=n)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        if cutoff >= settings.radius:
+            break
+        # complete when every atom's (M+1)-th neighbour lies inside the radius by more than the tie tolerance,
+        # so every neighbour tied with the M-th one was found too
+        if np.all(counts > m) and np.all(d[starts + m] < cutoff - 2 * TIE_TOLERANCE):
+            break
+        cutoff = settings.radius
+
     rank = np.arange(i.size) - np.repeat(starts, counts)
     keep = rank < m
-
     nbr_idx = np.zeros((n, m), dtype=np.int32)
     nbr_dist = np.full((n, m), settings.radius + 1.0)
     nbr_idx[i[keep], rank[keep]] = j[keep]
     nbr_dist[i[keep], rank[keep]] = d[keep]
     n_padded = int(np.count_nonzero(counts < m))
 
+    # atoms whose M-th and (M+1)-th neighbours tie, and whose tie group (the neighbours within the tolerance of
+    # the M-th distance, contiguous in the sorted list) holds more than one atom
     n_tied = 0
     over = np.nonzero(counts > m)[0]
     if over.size:
         last = starts[over] + m - 1
         tie = np.abs(d[last + 1] - d[last]) <= TIE_TOLERANCE
-        for atom, pos in zip(over[tie], last[tie]):
-            lo, hi = starts[atom], starts[atom] + counts[atom]
-            group = (np.abs(d[lo:hi] - d[pos]) <= TIE_TOLERANCE)
-            if np.unique(j[lo:hi][group]).size > 1:
-                n_tied += 1
-    return CrystalGraph(
+        if tie.any():
+            atoms, pos = over[tie], last[tie]
+            key = i * (2.0 * settings.radius + 16.0) + d  # sorted ascending, as above
+            lo = np.searchsorted(key, key[pos] - TIE_TOLERANCE, side="left")
+            hi = np.searchsorted(key, key[pos] + TIE_TOLERANCE, side="right")
+            lo = np.maximum(lo, starts[atoms])
+            hi = np.minimum(hi, starts[atoms] + counts[atoms])
+            bounds = np.stack([lo, hi], axis=1).reshape(-1)
+            jj = np.append(j, 0)  # reduceat needs indices < len
+            jmin = np.minimum.reduceat(jj, bounds)[::2]
+            jmax = np.maximum.reduceat(jj, bounds)[::2]
+            n_tied = int(np.count_nonzero(jmin != jmax))
+    graph = CrystalGraph(
         numbers=crystal.numbers.astype(np.int64),
         nbr_idx=nbr_idx,
         nbr_dist=nbr_dist,
         n_padded=n_padded,
         n_tied=n_tied,
     )
+    graph.eq_class = equivalent_atoms(graph)
+    return graph
+
+
+# fixed odd multipliers for hashing rows of integers (wrap-around arithmetic modulo 2**64)
+_ROW_MIX = np.random.default_rng(20181).integers(1, 2**63 - 1, size=256, dtype=np.uint64) | np.uint64(1)
+DISTANCE_QUANTUM = 1e-8  # Å; neighbour distances are compared on this grid when grouping equivalent atoms
+
+
+def _partition_rows(rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(labels, k)``: equal rows of an ``n x c`` int64 array share one of ``k`` labels."""
+    if rows.shape[1] <= _ROW_MIX.size:
+        with np.errstate(over="ignore"):
+            h = (rows.view(np.uint64) * _ROW_MIX[: rows.shape[1]]).sum(axis=1, dtype=np.uint64)
+        _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        if np.array_equal(rows, rows[first[inv]]):  # no hash collision: the labels are exact
+            return inv, first.size
+    _, inv = np.unique(rows, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    return inv, int(inv.max()) + 1
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels 0, 1, ... in order of first appearance (the representative is the lowest index)."""
+    _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
+    order = np.empty(first.size, dtype=np.int64)
+    order[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return order[inv.reshape(-1)]
+
+
+def equivalent_atoms(graph: CrystalGraph) -> np.ndarray:
+    """``n`` class labels of atoms that every CGCNN layer maps to the same vector.
+
+    Colour refinement (1-dimensional Weisfeiler-Lehman) on the neighbour graph: start from the elements, and
+    split classes until every atom of a class has the same multiset of (neighbour class, distance) pairs.
+    Atoms of a class then get identical vectors from the embedding and from every convolution (a sum over
+    neighbours), so the model needs to run on one representative per class (for symmetric cells, ~40% of
+    the atoms of a typical Materials Project cell). Distances are compared on a 1e-8 Å grid; labels are
+    numbered by first appearance, so the representative of a class is its lowest-index atom.
+    """
+    n = graph.nbr_idx.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    dq = np.rint(graph.nbr_dist / DISTANCE_QUANTUM).astype(np.int64)
+    nbr = graph.nbr_idx.astype(np.int64)
+    color = graph.numbers.astype(np.int64)  # element first; later, class labels < n
+    k = int(np.count_nonzero(np.bincount(color)))
+    base = max(n, int(color.max())) + 1
+    while True:
+        key = dq * base + color[nbr]
+        key.sort(axis=1)
+        new, k_new = _partition_rows(np.concatenate([color[:, None], key], axis=1))
+        if k_new == k:  # stable: the partition is equitable
+            return _relabel(new)
+        color, k = new, k_new
 
 
 def gaussian_expand(distances: np.ndarray, settings: GraphSettings = GraphSettings()) -> np.ndarray:

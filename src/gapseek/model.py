@@ -50,6 +50,9 @@ class Batch:
         nbr_idx: ``N x M`` int64 neighbour indices into the batch's atoms.
         crystal_idx: ``N`` int64 crystal index of each atom.
         n_crystals: ``B``.
+        atom_weight: ``N`` float32 number of atoms each row stands for, when a row represents a class of
+            equivalent atoms (:func:`gapseek.graph.equivalent_atoms`); None when every row is one atom.
+        crystal_atoms: ``B`` float32 atoms per crystal (the sums of ``atom_weight``); None with it.
     """
 
     atom_fea: torch.Tensor
@@ -57,14 +60,21 @@ class Batch:
     nbr_idx: torch.Tensor
     crystal_idx: torch.Tensor
     n_crystals: int
+    atom_weight: torch.Tensor | None = None
+    crystal_atoms: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
         return Batch(
             self.atom_fea.to(device, non_blocking=True),
             self.bond_fea.to(device, non_blocking=True),
             self.nbr_idx.to(device, non_blocking=True),
             self.crystal_idx.to(device, non_blocking=True),
             self.n_crystals,
+            move(self.atom_weight),
+            move(self.crystal_atoms),
         )
 
 
@@ -76,12 +86,20 @@ class _ConvLayer(nn.Module):
         self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
-    def forward(self, x: torch.Tensor, bond: torch.Tensor, nbr_idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, total: torch.Tensor, nbr_idx: torch.Tensor) -> torch.Tensor:
+        """``N x A -> N x A``.
+
+        ``total``: an ``N x M x (2A + K)`` work buffer whose last K columns hold the bond features; the first
+        2A are overwritten with the self and neighbour vectors, so the product sees exactly the original's
+        ``cat([self, neighbour, bond])`` without rebuilding the bond block in every layer.
+        """
         n, m = nbr_idx.shape
-        total = torch.cat([x.unsqueeze(1).expand(n, m, self.atom_fea_len), x[nbr_idx, :], bond], dim=2)
-        gated = self.bn1(self.fc_full(total).view(-1, 2 * self.atom_fea_len)).view(n, m, 2 * self.atom_fea_len)
+        a = self.atom_fea_len
+        total[:, :, :a] = x.unsqueeze(1)
+        total[:, :, a:2 * a] = x.index_select(0, nbr_idx.reshape(-1)).view(n, m, a)
+        gated = self.bn1(self.fc_full(total.view(n * m, -1))).view(n, m, 2 * a)
         filt, core = gated.chunk(2, dim=2)
-        summed = self.bn2(torch.sum(torch.sigmoid(filt) * F.softplus(core), dim=1))
+        summed = self.bn2(torch.sum(torch.sigmoid(filt).mul_(F.softplus(core)), dim=1))
         return F.softplus(x + summed)
 
 
@@ -118,9 +136,13 @@ class CGCNN(nn.Module):
     # ---------------------------------------------------------------------------------- head
     def _head(self, atom_fea: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = batch.n_crystals
-        counts = torch.bincount(batch.crystal_idx, minlength=b).to(atom_fea.dtype)
         pooled = torch.zeros(b, atom_fea.shape[1], dtype=atom_fea.dtype, device=atom_fea.device)
-        pooled.index_add_(0, batch.crystal_idx, atom_fea)
+        if batch.atom_weight is None:
+            counts = torch.bincount(batch.crystal_idx, minlength=b).to(atom_fea.dtype)
+            pooled.index_add_(0, batch.crystal_idx, atom_fea)
+        else:
+            counts = batch.crystal_atoms.to(atom_fea.dtype)
+            pooled.index_add_(0, batch.crystal_idx, atom_fea * batch.atom_weight[:, None].to(atom_fea.dtype))
         pooled = pooled / counts[:, None]
         hidden = F.softplus(self.conv_to_fc(F.softplus(pooled)))
         if hasattr(self, "fcs"):
@@ -134,8 +156,12 @@ class CGCNN(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """``-> (B, B x 64, B x 32)``: prediction (eV), pooled and hidden vectors."""
         x = self.embedding(batch.atom_fea)
+        n, m, k = batch.bond_fea.shape
+        a = x.shape[1]
+        total = torch.empty(n, m, 2 * a + k, dtype=x.dtype, device=x.device)
+        total[:, :, 2 * a:] = batch.bond_fea
         for conv in self.convs:
-            x = conv(x, batch.bond_fea, batch.nbr_idx)
+            x = conv(x, total, batch.nbr_idx)
         return self._head(x, batch)
 
 

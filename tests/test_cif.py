@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, MP_DIR, need, write_cif
+
 from gapseek.cif import ReadSettings, read_crystal
 from gapseek.errors import ConfigError, CrystalError
 
@@ -21,8 +21,8 @@ def same_crystal(a, b, ordered: bool = True) -> bool:
     if a.n_atoms != b.n_atoms or not np.array_equal(np.sort(a.numbers), np.sort(b.numbers)):
         return False
     if not ordered:
-        ka = np.lexsort((np.round(a.frac, 6).T[::-1].tolist() + [a.numbers]))
-        kb = np.lexsort((np.round(b.frac, 6).T[::-1].tolist() + [b.numbers]))
+        ka = np.lexsort(np.round(a.frac, 6).T[::-1].tolist() + [a.numbers])
+        kb = np.lexsort(np.round(b.frac, 6).T[::-1].tolist() + [b.numbers])
         a_frac, b_frac, a_num, b_num = a.frac[ka], b.frac[kb], a.numbers[ka], b.numbers[kb]
     else:
         a_frac, b_frac, a_num, b_num = a.frac, b.frac, a.numbers, b.numbers

@@ -9,8 +9,8 @@ import sys
 import h5py
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES
+
 from gapseek.cli import main
 from gapseek.hub import PINNED
 from gapseek.store import open_store

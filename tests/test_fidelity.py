@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import REFERENCE, SHARED, need
+
 from gapseek.batching import collate
 from gapseek.cif import read_crystal
 from gapseek.graph import GraphSettings, build_graph, build_graph_original

@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import EXAMPLES, MP_DIR, need, write_cif
+
 from gapseek.batching import batches_by_atoms
 from gapseek.cif import read_crystal
 from gapseek.graph import (

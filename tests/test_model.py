@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import EXAMPLES
+
 from gapseek.batching import collate
 from gapseek.cif import read_crystal
 from gapseek.errors import ChecksumError, ModelError

@@ -7,8 +7,8 @@ from collections import Counter
 
 import h5py
 import pytest
-
 from conftest import COD_DIR, EXAMPLES, need, write_cif
+
 from gapseek.cli import main
 
 KNOWN = {"unreadable", "not-cif", "syntax", "no-structure", "invalid-cell", "disordered", "unknown-element",

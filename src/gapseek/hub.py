@@ -36,7 +36,9 @@ class _Pin:
 
 PINNED = {
     CHECKPOINT_NAME: _Pin(
-        CHECKPOINT_NAME, "pre-trained/band-gap.pth.tar", "d269775b9be0995c046abed3dd6556c281a3eff7b2e1d73cf81b99e2a1d4aa6c"
+        CHECKPOINT_NAME,
+        "pre-trained/band-gap.pth.tar",
+        "d269775b9be0995c046abed3dd6556c281a3eff7b2e1d73cf81b99e2a1d4aa6c",
     ),
     ATOM_INIT_NAME: _Pin(
         ATOM_INIT_NAME,
@@ -64,7 +66,9 @@ def _files_in(directory: Path, source: str) -> ModelFiles:
     ck, ai = directory / CHECKPOINT_NAME, directory / ATOM_INIT_NAME
     missing = [p.name for p in (ck, ai) if not p.is_file()]
     if missing:
-        raise ModelError(f"{source}: {directory} lacks {', '.join(missing)} (it must hold {CHECKPOINT_NAME} and {ATOM_INIT_NAME})")
+        raise ModelError(
+            f"{source}: {directory} lacks {', '.join(missing)} (it must hold {CHECKPOINT_NAME} and {ATOM_INIT_NAME})"
+        )
     return ModelFiles(ck, ai, source)
 
 

@@ -66,7 +66,9 @@ class StoreWriter:
             "ids": f.create_dataset("ids", (0,), maxshape=(None,), dtype=_STR, chunks=(CHUNK_ROWS,), **kw),
             "paths": f.create_dataset("paths", (0,), maxshape=(None,), dtype=_STR, chunks=(CHUNK_ROWS,), **kw),
             "formula": f.create_dataset("formula", (0,), maxshape=(None,), dtype=_STR, chunks=(CHUNK_ROWS,), **kw),
-            "prediction": f.create_dataset("prediction", (0,), maxshape=(None,), dtype="f4", chunks=(CHUNK_ROWS,), **kw),
+            "prediction": f.create_dataset(
+                "prediction", (0,), maxshape=(None,), dtype="f4", chunks=(CHUNK_ROWS,), **kw
+            ),
             "pooled": f.create_dataset("pooled", (0, pooled_dim), maxshape=(None, pooled_dim), dtype="f4",
                                        chunks=(CHUNK_ROWS, pooled_dim), **kw),
             "hidden": f.create_dataset("hidden", (0, hidden_dim), maxshape=(None, hidden_dim), dtype="f4",
@@ -174,7 +176,9 @@ def open_store(store: str | Path) -> FeatureStore:
     try:
         with h5py.File(f5, "r") as f:
             if f.attrs.get("schema_version") != SCHEMA_VERSION:
-                raise StoreError(f"{f5} has schema {f.attrs.get('schema_version')}, this gapseek reads {SCHEMA_VERSION}")
+                raise StoreError(
+                    f"{f5} has schema {f.attrs.get('schema_version')}, this gapseek reads {SCHEMA_VERSION}"
+                )
             fail = f["failures"]
             return FeatureStore(
                 path=f5,

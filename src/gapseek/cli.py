@@ -48,12 +48,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("featurize", help="CIFs -> CGCNN descriptors + predicted gap in STORE/features.h5")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="CIF files, directories (recursive) or text files "
-                   "listing paths")
+    p = sub.add_parser("index", help="walk CIF trees into STORE/manifest.h5 (stable ids, hashes, shard plan)")
+    p.add_argument("roots", nargs="+", metavar="ROOT", help="directories (recursive), CIF files or path lists")
     p.add_argument("--out", required=True, metavar="STORE", help="store directory")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--shard-size", type=int, default=4096, help="manifest rows per shard (default 4096)")
+    g.add_argument("--shards", type=int, default=None, metavar="N", help="plan about N equal shards instead")
+    p.add_argument("--chunk-size", type=int, default=256, help="featurizer chunk size the plan aligns to")
+    p.add_argument("--threads", type=int, default=8, help="threads hashing files (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("featurize", help="CIFs -> CGCNN descriptors + predicted gap in STORE/features.h5",
+                       description="Two forms. `gapseek featurize INPUT... --out STORE` featurizes in one go. "
+                       "`gapseek featurize STORE [--shard I/N | --mpi]` featurizes shards of an indexed store "
+                       "(inside a Slurm array job the shard is $SLURM_ARRAY_TASK_ID); then `gapseek merge`.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="CIF files, directories (recursive) or text files "
+                   "listing paths; or one indexed STORE")
+    p.add_argument("--out", metavar="STORE", help="store directory (the one-go form)")
+    p.add_argument("--shard", metavar="I[/N]", help="featurize shard I of an indexed store (default: "
+                   "$SLURM_ARRAY_TASK_ID + $GAPSEEK_SHARD_OFFSET in an array job, else every shard)")
+    p.add_argument("--mpi", action="store_true", help="MPI ranks share the shards (run under srun/mpiexec)")
+    p.add_argument("--merge", action="store_true", help="merge the store when all shards are done "
+                   "(with --mpi: rank 0, after the others finish)")
+    p.add_argument("--checkpoint-every", type=int, default=2048, metavar="ROWS",
+                   help="rows per checkpointed block of a shard (a multiple of --chunk-size; default 2048)")
     _featurize_args(p)
     p.set_defaults(func=cmd_featurize)
+
+    p = sub.add_parser("merge", help="verify every shard of STORE and build STORE/features.h5")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing STORE/features.h5")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("status", help="which shards of STORE are complete, partial, stale or missing")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--num-shards", action="store_true", help="print only the number of shards (for scripts)")
+    p.add_argument("--todo", action="store_true", help="print only the shards still to do, comma separated")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("submit", help="featurize STORE's shards through submitit (Slurm array, or local)")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="local processes (default, no cluster needed) or a Slurm array job")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--time", type=int, default=120, metavar="MIN", help="time limit per task, minutes")
+    p.add_argument("--cpus", type=int, default=4, help="cpus per task (graph workers)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per task (model on cuda when > 0)")
+    p.add_argument("--mem-gb", type=int, default=8, help="memory per task, GB")
+    p.add_argument("--parallel", type=int, default=16, help="array tasks running at once (%%K)")
+    p.add_argument("--max-array-size", type=int, default=None,
+                   help="split arrays to this size (default: the cluster's MaxArraySize)")
+    p.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch option for submitit's slurm_additional_parameters (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return (default: wait, then merge)")
+    p.add_argument("--checkpoint-every", type=int, default=2048, metavar="ROWS")
+    _featurize_args(p)
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("demo", help="featurize the embedded example crystals (no data or cluster needed)")
     p.add_argument("--out", default="gapseek-demo", metavar="STORE", help="store directory (default gapseek-demo)")
@@ -161,8 +212,127 @@ def run_featurize(inputs: list[str], out: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_indexed_store(path: str) -> bool:
+    from pathlib import Path
+
+    from gapseek.manifest import MANIFEST_FILE
+
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
 def cmd_featurize(args: argparse.Namespace) -> int:
+    from gapseek.errors import ConfigError
+
+    if args.out is None:
+        if len(args.inputs) == 1 and _is_indexed_store(args.inputs[0]):
+            return run_shards(args.inputs[0], args)
+        raise ConfigError("give --out STORE (one-go form), or exactly one indexed STORE (made by `gapseek index`)")
+    if args.shard or args.mpi or args.merge:
+        raise ConfigError("--shard, --mpi and --merge apply to an indexed store: `gapseek featurize STORE ...`")
     return run_featurize(args.inputs, args.out, args)
+
+
+def _report_shard(res) -> None:
+    if res.status == "skipped":
+        print(f"shard {res.index}: complete already; skipped")
+    else:
+        rate = res.n_entries / res.seconds if res.seconds > 0 else float("inf")
+        extra = f" (resumed: {res.blocks_reused} checkpointed block(s) kept)" if res.blocks_reused else ""
+        print(f"shard {res.index}: {res.n_ok} ok / {res.n_failed} failed of {res.n_entries} in "
+              f"{res.seconds:.1f} s ({rate:.1f} crystals/s){extra}", flush=True)
+
+
+def run_shards(store: str, args: argparse.Namespace) -> int:
+    from gapseek.manifest import read_plan
+    from gapseek.sharding import merge_shards, run_shard, shard_env_index
+    from gapseek.shards import parse_shard
+
+    plan = read_plan(store)
+    settings = _settings(args)
+    if args.mpi:
+        from gapseek.mpi import run_mpi
+
+        return run_mpi(store, _load(args), settings, args.checkpoint_every, merge=args.merge, report=_report_shard)
+    if args.shard is not None:
+        shards = [parse_shard(args.shard, plan.num_shards)]
+    elif (env := shard_env_index()) is not None:
+        shards = [parse_shard(str(env), plan.num_shards)]
+    else:
+        shards = list(range(plan.num_shards))
+    lm = _load(args)
+    for i in shards:
+        _report_shard(run_shard(store, i, lm, settings, args.checkpoint_every))
+    if args.merge:
+        print(f"gapseek merge: -> {merge_shards(store, overwrite=True)}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from gapseek.manifest import build_manifest, write_manifest
+
+    t0 = time.perf_counter()
+    man, dups = build_manifest(args.roots, shard_size=args.shard_size, num_shards=args.shards,
+                               chunk_size=args.chunk_size, threads=args.threads)
+    path = write_manifest(args.out, man, dups, overwrite=args.overwrite)
+    print(f"gapseek index: {len(man)} inputs, {man.plan.num_shards} shard(s) of {man.plan.shard_size} "
+          f"in {time.perf_counter() - t0:.1f} s -> {path}")
+    if dups:
+        same = sum(1 for d in dups if d[4])
+        print(f"  {len(dups)} file(s) share an id with another ({same} with identical content); kept as ID~k, "
+              f"listed in {args.out}/duplicates.tsv")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    import h5py
+
+    from gapseek.sharding import merge_shards
+
+    t0 = time.perf_counter()
+    path = merge_shards(args.store, overwrite=args.overwrite)
+    with h5py.File(path, "r") as f:
+        n_ok, n_failed = int(f.attrs["n_features"]), int(f.attrs["n_failures"])
+    print(f"gapseek merge: {n_ok} features + {n_failed} failures = every manifest entry once, "
+          f"in {time.perf_counter() - t0:.1f} s -> {path}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gapseek.manifest import read_plan
+    from gapseek.sharding import rerun_hint, shard_states
+
+    if args.num_shards:
+        print(read_plan(args.store).num_shards)
+        return 0
+    states = shard_states(args.store)
+    todo = [s.index for s in states if s.state != "complete"]
+    if args.todo:
+        print(",".join(map(str, todo)))
+        return 0
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    print(f"{args.store}: {len(states)} shard(s): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for s in states:
+        if s.state != "complete":
+            print(f"  shard {s.index}: {s.state}" + (f" - {s.detail}" if s.detail else ""))
+    if todo:
+        print(rerun_hint(args.store, todo))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from gapseek.submit import SubmitSettings, submit_shards
+
+    sub = SubmitSettings(
+        executor=args.executor, partition=args.partition, time_min=args.time, cpus=args.cpus, gpus=args.gpus,
+        mem_gb=args.mem_gb, parallel=args.parallel, max_array_size=args.max_array_size,
+        slurm_options=tuple(args.slurm_option), checkpoint_every=args.checkpoint_every,
+    )
+    settings = _settings(args)
+    lm = _load(args)  # fail early, here, on a missing or wrong model
+    return submit_shards(args.store, sub, settings, model=(str(lm.checkpoint_path), str(lm.atom_init_path),
+                                                             lm.checkpoint_sha256), wait=not args.no_wait)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -254,11 +254,19 @@ def featurize_items(
     feat = Featurizer(model, settings)
     chunks = plan_chunks(len(items), settings.chunk_size)
     if settings.workers == 1 or len(chunks) <= 1:
-        for s, e in chunks:
-            rows = feat.process(items[s:e])
-            if on_chunk:
-                on_chunk(rows, e - s)
-            yield rows
+        # one thread, like every pool worker: several featurize processes per node (array tasks, MPI ranks)
+        # must not each start a thread per core, and results must not depend on the thread count
+        threads = torch.get_num_threads()
+        if feat.device == "cpu":
+            torch.set_num_threads(1)
+        try:
+            for s, e in chunks:
+                rows = feat.process(items[s:e])
+                if on_chunk:
+                    on_chunk(rows, e - s)
+                yield rows
+        finally:
+            torch.set_num_threads(threads)
         return
 
     import multiprocessing as mp

@@ -52,13 +52,13 @@ class StoreWriter:
     """Append-only writer of ``features.h5`` (a context manager; commits on clean exit)."""
 
     def __init__(self, store: str | Path, pooled_dim: int = 64, hidden_dim: int = 32, attrs: dict | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, filename: str = FEATURES_FILE) -> None:
         self.dir = Path(store)
-        self.final = self.dir / FEATURES_FILE
+        self.final = self.dir / filename
         if self.final.exists() and not overwrite:
             raise StoreError(f"{self.final} exists; pass --overwrite to replace it")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.dir / f".{FEATURES_FILE}.{os.getpid()}.tmp"
+        self.tmp = self.dir / f".{filename}.{os.getpid()}.tmp"
         self.h5 = h5py.File(self.tmp, "w")
         kw = dict(compression="gzip", compression_opts=4, shuffle=True)
         f = self.h5
@@ -116,6 +116,21 @@ class StoreWriter:
             self._append(self._fail["paths"], list(paths))
             self._append(self._fail["reasons"], list(reasons))
             self.n_failed += len(rows.failures)
+
+    def append_file(self, src: str | Path, block: int = 65536) -> None:
+        """Append every row of another store file (features and failures), streaming ``block`` rows at a time."""
+        with h5py.File(src, "r") as f:
+            n = f["ids"].shape[0]
+            for start in range(0, n, block):
+                for name, ds in self._ds.items():
+                    self._append(ds, f[name][start:start + block])
+            self.n_ok += n
+            fail = f["failures"]
+            m = fail["ids"].shape[0]
+            for start in range(0, m, block):
+                for name, ds in self._fail.items():
+                    self._append(ds, fail[name][start:start + block])
+            self.n_failed += m
 
     def commit(self, extra_attrs: dict | None = None) -> Path:
         self.h5.attrs["n_features"] = self.n_ok

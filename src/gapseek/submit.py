@@ -1,0 +1,139 @@
+"""Thin submitit layer: the shards of an indexed store as a Slurm array (``map_array``), or as local processes.
+
+The executor is chosen explicitly (``AutoExecutor(cluster="slurm" | "local")``): submitit's automatic choice
+picks Slurm whenever ``srun`` is on PATH, which is wrong on a login node used for a quick local run. Arrays
+are split when the cluster's MaxArraySize is smaller than the number of shards to do. A task that hits its
+time limit or is preempted is requeued by submitit (:class:`ShardTask` is checkpointable) and resumes from
+its shard's checkpointed blocks. Only shards that are not complete yet are submitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gapseek.errors import ConfigError, GapseekError
+from gapseek.featurize import FeaturizeSettings
+from gapseek.sharding import ShardResult, merge_shards, run_shard, shard_states
+from gapseek.shards import array_batches
+
+__all__ = ["ShardTask", "SubmitSettings", "cluster_max_array_size", "submit_shards"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    """Resources per shard task. ``slurm_options``: extra ``KEY=VALUE`` sbatch options (e.g. ``account=abc``)."""
+
+    executor: str = "local"
+    partition: str | None = None
+    time_min: int = 120
+    cpus: int = 4
+    gpus: int = 0
+    mem_gb: int = 8
+    parallel: int = 16
+    max_array_size: int | None = None
+    slurm_options: tuple[str, ...] = ()
+    checkpoint_every: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("local", "slurm"):
+            raise ConfigError(f"executor must be 'local' or 'slurm'; got {self.executor!r}")
+        for opt in self.slurm_options:
+            if "=" not in opt:
+                raise ConfigError(f"--slurm-option takes KEY=VALUE; got {opt!r}")
+
+
+def _task_featurize_settings(settings: FeaturizeSettings, sub: SubmitSettings) -> FeaturizeSettings:
+    device = "cuda" if sub.gpus > 0 else settings.device
+    return replace(settings, workers=max(settings.workers, sub.cpus), device=device)
+
+
+try:  # submitit is a core dependency; keep import errors readable anyway
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover
+    _Checkpointable = object  # type: ignore[misc,assignment]
+
+
+class ShardTask(_Checkpointable):  # type: ignore[misc]
+    """One shard, as a submitit callable. On timeout or preemption submitit calls ``checkpoint`` and requeues the
+    same call, which resumes from the blocks the shard checkpointed."""
+
+    def __init__(self, store: str, model: tuple[str, str, str], settings: FeaturizeSettings,
+                 checkpoint_every: int) -> None:
+        self.store = store
+        self.model = model
+        self.settings = settings
+        self.checkpoint_every = checkpoint_every
+
+    def __call__(self, index: int) -> ShardResult:
+        from gapseek.model import load_model
+
+        checkpoint, atom_init, sha = self.model
+        lm = load_model(checkpoint, atom_init, expected_sha256=sha)
+        return run_shard(self.store, index, lm, self.settings, self.checkpoint_every)
+
+
+def cluster_max_array_size() -> int:
+    """MaxArraySize from ``scontrol show config`` (Slurm's default when it cannot be read)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, flags=re.MULTILINE)
+    return int(m.group(1)) if m else DEFAULT_MAX_ARRAY_SIZE
+
+
+def submit_shards(store: str | Path, sub: SubmitSettings, settings: FeaturizeSettings,
+                  model: tuple[str, str, str], wait: bool = True) -> int:
+    """Submit the store's unfinished shards; with ``wait``, wait for them and merge. Returns an exit code."""
+    import submitit
+
+    store = str(Path(store).resolve())
+    todo = [s.index for s in shard_states(store) if s.state != "complete"]
+    if not todo:
+        print(f"gapseek submit: every shard of {store} is complete")
+    else:
+        folder = Path(store) / "logs" / "submitit" / "%j"
+        executor = submitit.AutoExecutor(folder=folder, cluster=sub.executor)
+        params = dict(timeout_min=sub.time_min, cpus_per_task=sub.cpus, mem_gb=sub.mem_gb, name="gapseek-featurize")
+        if sub.gpus:
+            params["gpus_per_node"] = sub.gpus
+        if sub.executor == "slurm":
+            params["slurm_array_parallelism"] = sub.parallel
+            if sub.partition:
+                params["slurm_partition"] = sub.partition
+            if sub.slurm_options:
+                params["slurm_additional_parameters"] = dict(o.split("=", 1) for o in sub.slurm_options)
+        executor.update_parameters(**params)
+        limit = sub.max_array_size or (cluster_max_array_size() if sub.executor == "slurm" else len(todo))
+        task = ShardTask(store, model, _task_featurize_settings(settings, sub), sub.checkpoint_every)
+        jobs = []
+        for batch in array_batches(todo, limit):
+            jobs.extend(executor.map_array(task, batch))
+        arrays = sorted({j.job_id.split("_")[0] for j in jobs})
+        print(f"gapseek submit: {len(todo)} shard(s) in {len(arrays)} {sub.executor} array(s) "
+              f"{', '.join(arrays)}; logs in {folder.parent}", flush=True)
+        if not wait:
+            print(f"then: gapseek merge {store}")
+            return 0
+        failed = []
+        for shard, job in zip(todo, jobs):
+            try:
+                res = job.result()
+                print(f"shard {res.index}: {res.status}, {res.n_entries} entries in {res.seconds:.1f} s", flush=True)
+            except Exception as exc:  # submitit raises FailedJobError / UncompletedJobError with the log tail
+                failed.append(shard)
+                log.error("shard %d (job %s) failed: %s", shard, job.job_id, str(exc)[-2000:])
+        if failed:
+            raise GapseekError(f"{len(failed)} shard task(s) failed: {failed}; logs in {folder.parent}; "
+                               f"rerun `gapseek submit {store} ...` to redo only the unfinished shards")
+    path = merge_shards(store, overwrite=True)
+    print(f"gapseek merge: -> {path}")
+    return 0

@@ -111,6 +111,66 @@ def build_parser() -> argparse.ArgumentParser:
     _featurize_args(p)
     p.set_defaults(func=cmd_demo, overwrite=True)
 
+    p = sub.add_parser("pca", help="fit PCA on the store's vectors and save it in STORE/features.h5")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--components", type=int, default=3)
+    p.add_argument("--vector", choices=["hidden", "pooled", "both"], default="hidden")
+    p.add_argument("--batch-rows", type=int, default=100_000, help="rows per block of the incremental fit")
+    p.set_defaults(func=cmd_pca)
+
+    def campaign_args(q: argparse.ArgumentParser, simulated: bool) -> None:
+        q.add_argument("--target", type=float, required=True, metavar="EV", help="target band gap T (eV)")
+        q.add_argument("--tolerance", type=float, default=0.01, metavar="EV", help="a hit: |gap - T| <= this")
+        q.add_argument("--engine", default="gp", help="gp (default), gp-ei, gp-noprior, gpyopt, random, predicted")
+        q.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled")
+        q.add_argument("--features", choices=["pca", "full"], default="pca",
+                       help="engine inputs: the store's PCA (default) or the full vectors")
+        q.add_argument("--components", type=int, default=3, help="PCA components (default 3)")
+        q.add_argument("--label-range", type=float, nargs=2, metavar=("LO", "HI"),
+                       help="only candidates whose known gap lies in [LO, HI] (the write-up: 2.3 2.8)")
+        q.add_argument("--drop-missing", action="store_true", help="leave out labels whose ids are not in STORE")
+        q.add_argument("--seed", type=int, default=0)
+        if simulated:
+            q.add_argument("--labels", required=True, metavar="FILE", help="id,band_gap CSV: the oracle")
+            q.add_argument("--prior", default="100", metavar="FILE|N",
+                           help="labelled start: N drawn at random from the pool, or a id,band_gap file")
+            q.add_argument("--budget", type=int, default=30, help="trials (default 30)")
+            q.add_argument("--batch", type=int, default=1, help="crystals proposed per round (default 1)")
+
+    p = sub.add_parser("search", help="a simulated campaign end to end (labels act as the oracle)")
+    p.add_argument("store", metavar="STORE")
+    campaign_args(p, simulated=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="campaign directory (resumed if it exists)")
+    p.add_argument("--overwrite", action="store_true", help="start the campaign in DIR anew")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("campaign", help="start a lab campaign: gapseek campaign STORE --target T --prior FILE "
+                       "--out DIR, then suggest/tell")
+    p.add_argument("store", metavar="STORE")
+    campaign_args(p, simulated=False)
+    p.add_argument("--prior", required=True, metavar="FILE", help="id,band_gap of the crystals measured so far")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_campaign)
+
+    p = sub.add_parser("suggest", help="propose the next crystals to measure (jointly, for a batch)")
+    p.add_argument("campaign", metavar="DIR")
+    p.add_argument("--n", type=int, default=1)
+    p.set_defaults(func=cmd_suggest)
+
+    p = sub.add_parser("tell", help="record measured band gaps (id,band_gap CSV) in a campaign")
+    p.add_argument("campaign", metavar="DIR")
+    p.add_argument("results", metavar="FILE")
+    p.set_defaults(func=cmd_tell)
+
+    p = sub.add_parser("benchmark", help="repeat simulated campaigns over seeds and engines; summary + plot")
+    p.add_argument("store", metavar="STORE")
+    campaign_args(p, simulated=True)
+    p.add_argument("--engines", default="random,predicted,gp", help="comma-separated engine names")
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_benchmark)
+
     p = sub.add_parser("export", help="write a store as CSV (id, formula, prediction, pooled*, hidden*)")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--csv", required=True, metavar="FILE")
@@ -348,6 +408,205 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for fid, _, reason in fs.failures:
         print(f"{fid:<20} failed: {reason}")
     return rc
+
+
+def cmd_pca(args: argparse.Namespace) -> int:
+    from gapseek.pca import fit_pca, save_pca
+
+    res = fit_pca(args.store, args.components, args.vector, args.batch_rows)
+    path = save_pca(args.store, res)
+    ratios = ", ".join(f"{r:.3f}" for r in res.explained_variance_ratio)
+    print(f"gapseek pca: {args.vector}, {res.n_rows} rows ({res.method}); explained variance ratio {ratios} "
+          f"(total {res.explained_variance_ratio.sum():.3f}) -> {path}:/pca/{args.vector}")
+    return 0
+
+
+def _campaign_settings(args: argparse.Namespace):
+    from gapseek.search.campaign import CampaignSettings
+    from gapseek.search.engines import make_engine
+
+    make_engine(args.engine)  # an unknown engine fails here, listing the valid ones
+    return CampaignSettings(
+        target=args.target, tolerance=args.tolerance, engine=args.engine, vector=args.vector,
+        features=args.features, components=args.components, budget=getattr(args, "budget", 1),
+        batch=getattr(args, "batch", 1), seed=args.seed,
+        label_range=tuple(args.label_range) if args.label_range else None,
+    )
+
+
+def _prior_arg(text: str):
+    from pathlib import Path
+
+    from gapseek.labels import read_labels
+
+    if text.isdigit():
+        return int(text)
+    if not Path(text).is_file():
+        from gapseek.errors import InputError
+
+        raise InputError(f"--prior {text}: neither a number nor a file")
+    return list(read_labels(text))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from gapseek.labels import read_labels
+    from gapseek.search.campaign import Campaign, build_pool, draw_prior
+    from gapseek.search.engines import make_engine
+    from gapseek.search.report import engine_summary, plot_campaign, write_json
+
+    settings = _campaign_settings(args)
+    labels = read_labels(args.labels)
+    pool, truth = build_pool(args.store, settings, labels, drop_missing=args.drop_missing)
+    out = Path(args.out)
+    resume = (out / "campaign.json").exists() and not args.overwrite
+    if resume:
+        camp = Campaign(out)
+        if camp.settings != settings:
+            from gapseek.errors import ConfigError
+
+            raise ConfigError(f"{out} holds a campaign with other settings; pass --overwrite to start anew")
+        observed, _ = camp.observed(pool)
+        print(f"gapseek search: resuming {out} at trial {sum(1 for r in camp.trials() if r['source'] != 'prior')}")
+    else:
+        camp = Campaign.create(out, args.store, settings, mode="simulated",
+                               extra={"labels": str(Path(args.labels).resolve()), "prior": args.prior})
+        prior_rows = draw_prior(pool, _prior_arg(args.prior), np.random.default_rng(args.seed))
+        camp.record(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows], "prior")
+    engine = make_engine(settings.engine)
+    rng = np.random.default_rng(10_000 + args.seed)
+    while True:
+        observed, y = camp.observed(pool)
+        done = sum(1 for r in camp.trials() if r["source"] != "prior")
+        if done >= settings.budget:
+            break
+        picks = engine.propose(pool, observed, y, min(settings.batch, settings.budget - done), rng)
+        if not picks:
+            break
+        rows = camp.record(pool, [(pool.ids[i], float(truth[i])) for i, _ in picks], "oracle")
+        for r, (_, why) in zip(rows, picks):
+            mark = "HIT" if r["hit"] else ""
+            print(f"trial {r['trial']:>3}  {r['id']:<14} {r['formula']:<16} gap {float(r['band_gap']):.4f} eV  "
+                  f"|gap-T| {float(r['abs_error']):.4f}  {mark:<3}  ({why})", flush=True)
+    trials = [r for r in camp.trials() if r["source"] != "prior"]
+    gaps = [float(r["band_gap"]) for r in trials]
+    first = next((int(r["trial"]) for r in trials if int(r["hit"])), settings.budget + 1)
+    summary = {"engine": settings.engine, "target": settings.target, "tolerance": settings.tolerance,
+               "budget": settings.budget, "pool": len(pool), "trials": len(trials), "first_hit": first,
+               "hits": sum(int(r["hit"]) for r in trials),
+               "best_abs_error": min((float(r["abs_error"]) for r in trials), default=None),
+               "hit_ids": [r["id"] for r in trials if int(r["hit"])],
+               **{k: v for k, v in engine_summary([first], [sum(int(r["hit"]) for r in trials)],
+                                                  settings.budget).items() if k == "found_rate"}}
+    write_json(out / "summary.json", summary)
+    plot_campaign(out / "campaign.png", gaps, [r["id"] for r in trials], settings.target, settings.tolerance,
+                  f"{settings.engine}: T = {settings.target} eV ± {settings.tolerance}")
+    print(f"gapseek search: {summary['hits']} hit(s) in {len(trials)} trials, first at trial "
+          f"{first if first <= settings.budget else 'none'}; -> {out}/trials.csv, summary.json, campaign.png")
+    return 0
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from gapseek.labels import read_labels
+    from gapseek.search.campaign import Campaign, build_pool
+
+    settings = _campaign_settings(args)
+    prior = read_labels(args.prior)
+    pool, _ = build_pool(args.store, settings, None)
+    unknown = [c for c in prior if c not in pool.index]
+    if unknown:
+        from gapseek.errors import InputError
+
+        raise InputError(f"{len(unknown)} prior id(s) are not in the store: {', '.join(unknown[:5])}"
+                         + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+    camp = Campaign.create(args.out, args.store, settings, mode="lab", overwrite=args.overwrite)
+    camp.record(pool, list(prior.items()), "prior")
+    print(f"gapseek campaign: {args.out} with {len(prior)} prior measurement(s), {len(pool) - len(prior)} "
+          f"candidates; next: gapseek suggest {args.out} --n 4")
+    return 0
+
+
+def _open_campaign(directory: str):
+    from gapseek.search.campaign import Campaign, build_pool
+
+    camp = Campaign(directory)
+    pool, _ = build_pool(camp.store, camp.settings, None)
+    return camp, pool
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gapseek.search.engines import make_engine
+
+    camp, pool = _open_campaign(args.campaign)
+    observed, y = camp.observed(pool)
+    rng = np.random.default_rng(camp.settings.seed + len(observed))
+    picks = make_engine(camp.settings.engine).propose(pool, observed, y, args.n, rng)
+    rows = [(pool.ids[i], pool.formula[i], why) for i, why in picks]
+    camp.log_suggestions(rows)
+    print(f"{'id':<16} {'formula':<16} {'CGCNN (eV)':>10}  why")
+    for (i, why), (cid, formula, _) in zip(picks, rows):
+        print(f"{cid:<16} {formula:<16} {pool.prediction[i]:>10.3f}  {why}")
+    return 0
+
+
+def cmd_tell(args: argparse.Namespace) -> int:
+    from gapseek.errors import InputError
+    from gapseek.labels import read_labels
+
+    camp, pool = _open_campaign(args.campaign)
+    results = read_labels(args.results)
+    unknown = [c for c in results if c not in pool.index]
+    told = {r["id"] for r in camp.trials()}
+    again = [c for c in results if c in told]
+    if unknown or again:
+        parts = []
+        if unknown:
+            parts.append(f"{len(unknown)} id(s) not in the campaign's store: {', '.join(unknown[:5])}")
+        if again:
+            parts.append(f"{len(again)} id(s) already recorded: {', '.join(again[:5])}")
+        raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded)")
+    rows = camp.record(pool, list(results.items()), "lab")
+    hits = [r["id"] for r in rows if r["hit"]]
+    print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from gapseek.labels import read_labels
+    from gapseek.search.benchmark import run_benchmark
+
+    settings = _campaign_settings(args)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    from gapseek.search.engines import make_engine
+
+    for e in engines:
+        make_engine(e)
+    prior = _prior_arg(args.prior)
+    if not isinstance(prior, int):
+        from gapseek.errors import ConfigError
+
+        raise ConfigError("benchmark draws the prior per seed: --prior takes a number")
+
+    def progress(name, seed, res):
+        print(f"seed {seed:>3} {name:<12} first hit {res.first_hit:>4}  hits {res.hits}  ({res.seconds:.1f} s)",
+              flush=True)
+
+    summary = run_benchmark(args.store, read_labels(args.labels), settings, engines, args.seeds, prior, args.out,
+                            drop_missing=args.drop_missing, progress=progress if args.verbose else None)
+    st = summary["setting"]
+    print(f"\npool {st['pool']} ({st['hits_in_pool']} hits), budget {st['budget']}, prior {st['prior']}, "
+          f"{st['seeds']} seeds")
+    print(f"{'engine':<12}{'first hit median':>18}{'mean':>8}{'found':>8}{'hits':>7}{'accel.':>8}")
+    for name, e in summary["engines"].items():
+        print(f"{name:<12}{e['first_hit_median']:>18.1f}{e['first_hit_mean']:>8.1f}{e['found_rate']:>8.2f}"
+              f"{e['hits_mean']:>7.2f}{e.get('acceleration_vs_random', float('nan')):>8.2f}")
+    print(f"-> {args.out}/summary.json, runs.csv, curves.png")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,0 +1,99 @@
+"""One suggestion over a large candidate pool: time and memory of the `gp` engine, one core.
+
+    python benchmarks/search_scale.py [--sizes 50000,500000] [--observations 100,200]
+
+For each pool size a synthetic store is written (random 64+32-d vectors, a CGCNN-like prediction), its PCA
+fitted, and a campaign with the given number of observed crystals asks the `gp` engine for 1 and for 4
+(joint) suggestions. Each measurement runs in a fresh process (peak RSS is its own) with one BLAS thread.
+Goal: <= 2 s per suggestion at 500,000 candidates and < 4 GB; the GP fit must not grow with the pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_store(directory: Path, n: int) -> None:
+    from gapseek.store import FeatureRows, StoreWriter
+
+    rng = np.random.default_rng(0)
+    with StoreWriter(directory, overwrite=True) as w:
+        for start in range(0, n, 50_000):
+            m = min(50_000, n - start)
+            rows = FeatureRows()
+            rows.ids = [f"syn-{k}" for k in range(start, start + m)]
+            rows.paths = rows.ids
+            rows.formula = ["X"] * m
+            pooled = rng.normal(size=(m, 64)).astype(np.float32)
+            rows.pooled = list(pooled)
+            rows.hidden = list(rng.normal(size=(m, 32)).astype(np.float32))
+            rows.prediction = list((2.5 + 0.5 * np.tanh(pooled[:, 0])).astype(np.float32))
+            rows.n_atoms = rows.n_padded = rows.n_tied = [1] * m
+            w.write(rows)
+        w.commit()
+
+
+def child(store: str, n_obs: int, batch: int) -> dict:
+    from gapseek.search.campaign import CampaignSettings, build_pool
+    from gapseek.search.engines import GPEngine
+
+    t0 = time.perf_counter()
+    pool, _ = build_pool(store, CampaignSettings(target=2.534, vector="pooled", components=3))
+    t_pool = time.perf_counter() - t0
+    rng = np.random.default_rng(1)
+    observed = rng.choice(len(pool), size=n_obs, replace=False)
+    y = pool.prediction[observed] + rng.normal(scale=0.3, size=n_obs)
+    engine = GPEngine()
+    t0 = time.perf_counter()
+    picks = engine.propose(pool, observed, y, batch, rng)
+    t_suggest = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    GPEngine()._fit(pool.X[observed], y - pool.prediction[observed])  # a cold fit, for its cost alone
+    t_fit = time.perf_counter() - t0
+    return {"pool": len(pool), "observations": n_obs, "batch": batch, "picks": len(picks),
+            "load_pool_s": t_pool, "suggest_s": t_suggest, "fit_only_s": t_fit,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="50000,500000")
+    ap.add_argument("--observations", default="100,200")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]))))
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    print(f"{'pool':>8} {'obs':>5} {'batch':>5} {'suggest s':>10} {'GP fit s':>9} {'load pool s':>12} "
+          f"{'peak RSS MB':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            store = Path(tmp) / f"store-{n}"
+            make_store(store, n)
+            from gapseek.pca import fit_pca, save_pca
+
+            save_pca(store, fit_pca(store, 3, "pooled"))
+            for n_obs in (int(s) for s in args.observations.split(",")):
+                for batch in (1, 4):
+                    out = subprocess.run([sys.executable, __file__, "--child", str(store), str(n_obs), str(batch)],
+                                         env=env, capture_output=True, text=True, check=True).stdout
+                    r = json.loads(out.strip().splitlines()[-1])
+                    print(f"{r['pool']:>8} {r['observations']:>5} {r['batch']:>5} {r['suggest_s']:>10.2f} "
+                          f"{r['fit_only_s']:>9.2f} {r['load_pool_s']:>12.2f} {r['peak_rss_mb']:>12.0f}",
+                          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

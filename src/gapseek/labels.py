@@ -1,0 +1,51 @@
+"""Known band gaps: ``id,band_gap`` CSV files (with or without a header), validated."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from gapseek.errors import InputError
+
+__all__ = ["read_labels"]
+
+
+def read_labels(path: str | Path) -> dict[str, float]:
+    """``{id: band gap in eV}``. NaN, negative or non-numeric gaps, and an id given twice with different values,
+    are errors naming the lines (a few, and how many more)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read labels {path}: {exc}") from None
+    labels: dict[str, float] = {}
+    bad: list[str] = []
+    rows = list(csv.reader(text.splitlines()))
+    for k, row in enumerate(rows, start=1):
+        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) < 2:
+            bad.append(f"line {k}: expected id,band_gap")
+            continue
+        cid, raw = row[0].strip(), row[1].strip()
+        try:
+            gap = float(raw)
+        except ValueError:
+            if k == 1:  # a header line
+                continue
+            bad.append(f"line {k}: band gap {raw!r} is not a number")
+            continue
+        if math.isnan(gap) or math.isinf(gap) or gap < 0:
+            bad.append(f"line {k}: band gap {raw} for {cid} (must be a finite number >= 0)")
+            continue
+        if cid in labels and labels[cid] != gap:
+            bad.append(f"line {k}: {cid} given twice with different gaps ({labels[cid]} and {gap})")
+            continue
+        labels[cid] = gap
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise InputError(f"{path}: {len(bad)} bad label line(s): " + "; ".join(bad[:5]) + more)
+    if not labels:
+        raise InputError(f"{path} holds no labels (expected lines id,band_gap)")
+    return labels

@@ -1,0 +1,110 @@
+"""Stage 5 — PCA of the store's descriptors, persisted in ``STORE/features.h5`` under ``pca/<vector>``.
+
+``vector``: ``hidden`` (32-d), ``pooled`` (64-d) or ``both`` (96-d, each block standardised first would change
+its meaning, so they are simply concatenated). Stores larger than ``batch_rows`` are fitted incrementally
+(scikit-learn's IncrementalPCA over row blocks): memory is bounded by one block whatever the store size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from gapseek.errors import ConfigError, StoreError
+from gapseek.store import FEATURES_FILE
+
+__all__ = ["VECTORS", "PCAResult", "fit_pca", "load_pca", "read_vectors", "save_pca"]
+
+log = logging.getLogger(__name__)
+
+VECTORS = ("hidden", "pooled", "both")
+
+
+def _features_file(store: str | Path) -> Path:
+    p = Path(store)
+    f5 = p / FEATURES_FILE if p.is_dir() else p
+    if not f5.is_file():
+        raise StoreError(f"no feature store at {f5}: run `gapseek featurize` (and `gapseek merge`) first")
+    return f5
+
+
+def read_vectors(store: str | Path, vector: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+    """``n x d`` float64 descriptors of the chosen ``vector`` (all rows, or ``rows``)."""
+    if vector not in VECTORS:
+        raise ConfigError(f"vector must be one of {', '.join(VECTORS)}; got {vector!r}")
+    sel = slice(None) if rows is None else rows
+    with h5py.File(_features_file(store), "r") as f:
+        parts = [f[name][sel] for name in (("hidden", "pooled") if vector == "both" else (vector,))]
+    return np.concatenate(parts, axis=1).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class PCAResult:
+    """``components``: ``k x d``; ``mean``: ``d``; ``explained_variance_ratio``: ``k``."""
+
+    vector: str
+    components: np.ndarray
+    mean: np.ndarray
+    explained_variance: np.ndarray
+    explained_variance_ratio: np.ndarray
+    n_rows: int
+    method: str
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """``n x d -> n x k``."""
+        return (X - self.mean) @ self.components.T
+
+
+def fit_pca(store: str | Path, n_components: int = 3, vector: str = "hidden", batch_rows: int = 100_000) -> PCAResult:
+    from sklearn.decomposition import PCA, IncrementalPCA
+
+    f5 = _features_file(store)
+    with h5py.File(f5, "r") as f:
+        n = int(f["ids"].shape[0])
+        d = sum(int(f[v].shape[1]) for v in (("hidden", "pooled") if vector == "both" else (vector,)))
+    if n < 2:
+        raise StoreError(f"{f5} holds {n} featurized crystal(s); PCA needs at least 2")
+    if not 1 <= n_components <= min(n, d):
+        raise ConfigError(f"--components must be between 1 and {min(n, d)} for this store; got {n_components}")
+    if n <= batch_rows:
+        pca = PCA(n_components=n_components, svd_solver="full").fit(read_vectors(f5, vector))
+        method = "full"
+    else:
+        pca = IncrementalPCA(n_components=n_components)
+        for start in range(0, n, batch_rows):
+            block = read_vectors(f5, vector, slice(start, min(start + batch_rows, n)))
+            if block.shape[0] >= n_components:
+                pca.partial_fit(block)
+        method = f"incremental, blocks of {batch_rows} rows"
+    return PCAResult(vector, pca.components_, pca.mean_, pca.explained_variance_, pca.explained_variance_ratio_,
+                     n, method)
+
+
+def save_pca(store: str | Path, result: PCAResult) -> Path:
+    f5 = _features_file(store)
+    with h5py.File(f5, "r+") as f:
+        g = f.require_group("pca")
+        if result.vector in g:
+            del g[result.vector]
+        h = g.create_group(result.vector)
+        h["components"] = result.components
+        h["mean"] = result.mean
+        h["explained_variance"] = result.explained_variance
+        h["explained_variance_ratio"] = result.explained_variance_ratio
+        h.attrs.update({"n_components": result.components.shape[0], "n_rows": result.n_rows,
+                        "method": result.method, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return f5
+
+
+def load_pca(store: str | Path, vector: str) -> PCAResult | None:
+    with h5py.File(_features_file(store), "r") as f:
+        if "pca" not in f or vector not in f["pca"]:
+            return None
+        h = f["pca"][vector]
+        return PCAResult(vector, h["components"][()], h["mean"][()], h["explained_variance"][()],
+                         h["explained_variance_ratio"][()], int(h.attrs["n_rows"]), str(h.attrs["method"]))

@@ -1,0 +1,263 @@
+"""Campaigns that live on disk, simulated against known labels or driven by a lab (suggest / tell).
+
+A campaign directory holds ``campaign.json`` (format version, store, target, tolerance, engine, inputs) and
+``trials.csv``, an append-only log of every measurement (prior rows first, trial 0), flushed and fsynced per
+row, so a crash loses nothing and a rerun resumes; ``suggestions.csv`` logs every proposal made to a lab.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from gapseek import __version__
+from gapseek.errors import ConfigError, GapseekWarning, InputError, StoreError
+from gapseek.pca import fit_pca, load_pca, read_vectors, save_pca
+from gapseek.search.engines import Engine, Pool
+from gapseek.store import FEATURES_FILE
+
+__all__ = ["CAMPAIGN_FORMAT", "Campaign", "CampaignSettings", "build_pool", "simulate"]
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_FORMAT = 1
+TRIAL_FIELDS = ["trial", "id", "formula", "band_gap", "abs_error", "hit", "engine", "source"]
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """What a campaign searches for and with what.
+
+    ``features``: ``pca`` (the store's PCA of ``vector``, ``components`` of them, fitted if absent) or ``full``
+    (the raw vectors). ``label_range``: keep only pool crystals whose known gap lies in it (simulated mode;
+    the write-up's setting is 2.3-2.8 eV).
+    """
+
+    target: float
+    tolerance: float = 0.01
+    engine: str = "gp"
+    vector: str = "pooled"
+    features: str = "pca"
+    components: int = 3
+    budget: int = 30
+    batch: int = 1
+    seed: int = 0
+    label_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tolerance > 0:
+            raise ConfigError(f"tolerance must be > 0; got {self.tolerance}")
+        if self.features not in ("pca", "full"):
+            raise ConfigError(f"features must be pca or full; got {self.features!r}")
+        if self.budget < 1 or self.batch < 1:
+            raise ConfigError("budget and batch must be >= 1")
+
+
+def _strs(ds) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, float] | None = None,
+               drop_missing: bool = False) -> tuple[Pool, np.ndarray | None]:
+    """The candidates (store rows; with ``labels`` and ``label_range``, only labelled rows in range) and, in
+    simulated mode, their true gaps (the oracle)."""
+    p = Path(store)
+    f5 = p / FEATURES_FILE if p.is_dir() else p
+    if not f5.is_file():
+        raise StoreError(f"no feature store at {f5}")
+    with h5py.File(f5, "r") as f:
+        ids = _strs(f["ids"])
+        formula = _strs(f["formula"])
+        prediction = f["prediction"][()].astype(np.float64)
+    index = {cid: k for k, cid in enumerate(ids)}
+    rows = np.arange(len(ids))
+    truth = None
+    if labels is not None:
+        missing = [cid for cid in labels if cid not in index]
+        if missing:
+            msg = (f"{len(missing)} labelled id(s) are not featurized in {f5}: {', '.join(missing[:5])}"
+                   + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            if not drop_missing:
+                raise InputError(msg + " (pass --drop-missing to leave them out)")
+            warnings.warn(msg + "; left out", GapseekWarning, stacklevel=2)
+        rows = np.array(sorted(index[c] for c in labels if c in index), dtype=np.int64)
+        truth = np.array([labels[ids[k]] for k in rows])
+        if settings.label_range is not None:
+            lo, hi = settings.label_range
+            keep = (truth >= lo) & (truth <= hi)
+            rows, truth = rows[keep], truth[keep]
+        if truth.size and not (truth.min() <= settings.target <= truth.max()):
+            warnings.warn(f"target {settings.target} eV lies outside the labels' range "
+                          f"[{truth.min():.3f}, {truth.max():.3f}] eV", GapseekWarning, stacklevel=2)
+    if rows.size == 0:
+        raise InputError("the candidate pool is empty (no featurized crystal with a label in range)")
+    if settings.features == "pca":
+        pca = load_pca(f5, settings.vector)
+        if pca is None or pca.components.shape[0] < settings.components:
+            pca = fit_pca(f5, settings.components, settings.vector)
+            save_pca(f5, pca)
+        X = pca.transform(read_vectors(f5, settings.vector, rows))[:, : settings.components]
+    else:
+        X = read_vectors(f5, settings.vector, rows)
+    sd = X.std(axis=0)
+    X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    pool = Pool([ids[k] for k in rows], [formula[k] for k in rows], X, prediction[rows], settings.target,
+                settings.tolerance)
+    return pool, truth
+
+
+def draw_prior(pool: Pool, prior: int | list[str], rng: np.random.Generator) -> np.ndarray:
+    """Pool rows of the prior: ``N`` drawn at random (hits are not removed, as in the write-up) or given ids."""
+    if isinstance(prior, int):
+        if prior < 1:
+            raise ConfigError(f"the prior needs at least 1 labelled crystal; got {prior}")
+        if prior >= len(pool):
+            raise ConfigError(f"prior of {prior} is not smaller than the pool of {len(pool)} candidates")
+        return rng.choice(len(pool), size=prior, replace=False)
+    missing = [c for c in prior if c not in pool.index]
+    if missing:
+        raise InputError(f"{len(missing)} prior id(s) are not in the candidate pool: {', '.join(missing[:5])}")
+    return np.array([pool.index[c] for c in prior], dtype=np.int64)
+
+
+@dataclass
+class SimResult:
+    engine: str
+    seed: int
+    first_hit: int  # trial number of the first hit; budget + 1 when none
+    hits: int
+    best_curve: list[float]  # best |gap - T| after each trial
+    trials: list[tuple[int, str, float]]  # (trial, id, gap)
+    seconds: float
+
+
+def simulate(pool: Pool, truth: np.ndarray, engine: Engine, prior_rows: np.ndarray, budget: int, batch: int,
+             rng: np.random.Generator, on_trial=None) -> SimResult:
+    """Run a simulated campaign: the engine proposes, the oracle (``truth``) answers, until ``budget`` trials."""
+    t0 = time.perf_counter()
+    observed = list(int(r) for r in prior_rows)
+    y = list(truth[prior_rows])
+    best = float(np.min(np.abs(np.asarray(y) - pool.target)))
+    curve, trials = [], []
+    first_hit, hits = budget + 1, 0
+    trial = 0
+    while trial < budget:
+        picks = engine.propose(pool, np.asarray(observed), np.asarray(y), min(batch, budget - trial), rng)
+        if not picks:
+            break
+        for row, why in picks:
+            trial += 1
+            gap = float(truth[row])
+            observed.append(row)
+            y.append(gap)
+            err = abs(gap - pool.target)
+            best = min(best, err)
+            curve.append(best)
+            trials.append((trial, pool.ids[row], gap))
+            if err <= pool.tolerance:
+                hits += 1
+                first_hit = min(first_hit, trial)
+            if on_trial:
+                on_trial(trial, row, gap, why)
+    return SimResult(engine.name, -1, first_hit, hits, curve, trials, time.perf_counter() - t0)
+
+
+class Campaign:
+    """A campaign directory: ``campaign.json`` + append-only ``trials.csv`` (+ ``suggestions.csv``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        meta = self.dir / "campaign.json"
+        if not meta.is_file():
+            raise InputError(f"{self.dir} is not a gapseek campaign (no campaign.json)")
+        self.meta = json.loads(meta.read_text())
+        fmt = self.meta.get("gapseek_campaign")
+        if fmt != CAMPAIGN_FORMAT:
+            raise InputError(f"{self.dir} was written by another gapseek version (campaign format {fmt}, "
+                             f"gapseek {self.meta.get('gapseek_version')}); this gapseek reads format "
+                             f"{CAMPAIGN_FORMAT}")
+        s = self.meta["settings"]
+        if s.get("label_range") is not None:
+            s["label_range"] = tuple(s["label_range"])
+        self.settings = CampaignSettings(**s)
+        self.store = self.meta["store"]
+
+    @classmethod
+    def create(cls, directory: str | Path, store: str | Path, settings: CampaignSettings, mode: str,
+               extra: dict | None = None, overwrite: bool = False) -> Campaign:
+        d = Path(directory)
+        if (d / "campaign.json").exists() and not overwrite:
+            raise ConfigError(f"{d} already holds a campaign; resume it, or pass --overwrite to start anew")
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("trials.csv", "suggestions.csv"):
+            (d / name).unlink(missing_ok=True)
+        meta = {"gapseek_campaign": CAMPAIGN_FORMAT, "gapseek_version": __version__, "mode": mode,
+                "store": str(Path(store).resolve()), "settings": asdict(settings),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
+        tmp = d / ".campaign.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, d / "campaign.json")
+        with open(d / "trials.csv", "w", newline="") as fh:
+            csv.writer(fh).writerow(TRIAL_FIELDS)
+        return cls(d)
+
+    # ------------------------------------------------------------------------------------ the log
+    def trials(self) -> list[dict]:
+        path = self.dir / "trials.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return [r for r in rows if r.get("id")]
+
+    def append(self, rows: list[dict]) -> None:
+        with open(self.dir / "trials.csv", "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=TRIAL_FIELDS)
+            for r in rows:
+                w.writerow(r)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def log_suggestions(self, rows: list[tuple[str, str, str]]) -> None:
+        path = self.dir / "suggestions.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["time", "id", "formula", "why"])
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            for r in rows:
+                w.writerow([stamp, *r])
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def record(self, pool: Pool, measured: list[tuple[str, float]], source: str) -> list[dict]:
+        """Append measurements (id, gap) as trials; returns the rows written."""
+        s = self.settings
+        done = self.trials()
+        next_trial = 1 + max((int(r["trial"]) for r in done), default=0)
+        rows = []
+        for cid, gap in measured:
+            row = pool.index[cid]
+            err = abs(gap - s.target)
+            rows.append({"trial": 0 if source == "prior" else next_trial, "id": cid, "formula": pool.formula[row],
+                         "band_gap": repr(float(gap)), "abs_error": f"{err:.6g}", "hit": int(err <= s.tolerance),
+                         "engine": s.engine, "source": source})
+            if source != "prior":
+                next_trial += 1
+        self.append(rows)
+        return rows
+
+    def observed(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.trials()
+        return (np.array([pool.index[r["id"]] for r in rows], dtype=np.int64),
+                np.array([float(r["band_gap"]) for r in rows]))

@@ -1,0 +1,196 @@
+"""The search: acquisition maths, PCA persistence, engines on a problem with known structure, campaigns on disk
+(resume, suggest/tell), the benchmark's summary, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from gapseek.cli import main
+from gapseek.errors import ConfigError, InputError
+from gapseek.labels import read_labels
+from gapseek.pca import fit_pca, load_pca, save_pca
+from gapseek.search.acquisition import ExpectedImprovementAbs, ProbabilityInWindow
+from gapseek.search.campaign import Campaign, CampaignSettings, build_pool, draw_prior, simulate
+from gapseek.search.engines import GPEngine, RandomEngine, make_engine
+from gapseek.store import FeatureRows, StoreWriter
+
+T = 2.534
+
+
+def test_expected_improvement_of_the_distance_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    mu = np.array([2.2, 2.534, 2.6, 3.5])
+    sd = np.array([0.3, 0.05, 0.01, 1.0])
+    best = 0.1
+    acq = ExpectedImprovementAbs(lambda X: (mu, sd), T, 0.01, best)
+    y = rng.normal(mu, sd, size=(400_000, 4))
+    mc = np.maximum(best - np.abs(y - T), 0).mean(axis=0)
+    np.testing.assert_allclose(acq.forward(np.zeros((4, 1))), mc, atol=2e-4)
+
+
+def test_probability_in_window_matches_monte_carlo():
+    rng = np.random.default_rng(1)
+    mu, sd = np.array([2.53, 2.0]), np.array([0.02, 0.5])
+    acq = ProbabilityInWindow(lambda X: (mu, sd), T, 0.01, 0.1)
+    y = rng.normal(mu, sd, size=(400_000, 2))
+    np.testing.assert_allclose(acq.forward(np.zeros((2, 1))), (np.abs(y - T) <= 0.01).mean(axis=0), atol=2e-3)
+
+
+def _synthetic_store(tmp_path, n=600, seed=0):
+    """A store whose gap is a smooth function of the descriptors (so learning must help), and its labels."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3))  # a 3-d latent structure that the descriptors carry, as PCA will find
+    pooled = (3.0 * z @ rng.normal(size=(3, 64)) + 0.1 * rng.normal(size=(n, 64))).astype(np.float32)
+    hidden = (z @ rng.normal(size=(3, 32)) + 0.1 * rng.normal(size=(n, 32))).astype(np.float32)
+    gap = 2.5 + 0.8 * np.tanh(z[:, 0] + 0.5 * z[:, 1])
+    rows = FeatureRows(ids=[f"c{k}" for k in range(n)], paths=[f"c{k}.cif" for k in range(n)],
+                       formula=["X"] * n, prediction=list((gap + rng.normal(0, 0.3, n)).astype(np.float32)),
+                       pooled=list(pooled), hidden=list(hidden), n_atoms=[1] * n, n_padded=[0] * n, n_tied=[0] * n)
+    with StoreWriter(tmp_path / "store") as w:
+        w.write(rows)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,band_gap\n" + "".join(f"c{k},{float(g)!r}\n" for k, g in enumerate(gap)))
+    return tmp_path / "store", labels, gap
+
+
+def test_pca_is_persisted_and_incremental_agrees_with_full(tmp_path, capsys):
+    store, _, _ = _synthetic_store(tmp_path)
+    assert main(["pca", str(store), "--components", "3", "--vector", "both"]) == 0
+    assert "explained variance ratio" in capsys.readouterr().out
+    full = load_pca(store, "both")
+    assert full.components.shape == (3, 96) and full.method == "full"
+    inc = fit_pca(store, 3, "both", batch_rows=200)
+    assert inc.method.startswith("incremental")
+    np.testing.assert_allclose(inc.explained_variance_ratio, full.explained_variance_ratio, rtol=0.05)
+    save_pca(store, inc)  # replaces the saved one
+    with h5py.File(store / "features.h5", "r") as f:
+        assert f["pca/both"].attrs["method"].startswith("incremental")
+    with pytest.raises(ConfigError, match="between 1 and"):
+        fit_pca(store, 97, "both")
+
+
+def test_gp_engine_beats_random_where_the_descriptors_carry_the_gap(tmp_path):
+    store, labels, gap = _synthetic_store(tmp_path)
+    settings = CampaignSettings(target=T, tolerance=0.02, features="pca", components=3, vector="pooled", budget=15)
+    pool, truth = build_pool(store, settings, read_labels(labels))
+    firsts = {"gp": [], "random": []}
+    for seed in range(4):
+        prior = draw_prior(pool, 30, np.random.default_rng(seed))
+        for name, engine in (("gp", GPEngine(prior_mean="none")), ("random", RandomEngine())):
+            res = simulate(pool, truth, engine, prior, settings.budget, 1, np.random.default_rng(seed))
+            firsts[name].append(res.first_hit)
+            assert len({t[1] for t in res.trials}) == len(res.trials)  # never the same crystal twice
+            assert not set(pool.ids[i] for i in prior) & {t[1] for t in res.trials}
+    assert np.mean(firsts["gp"]) < np.mean(firsts["random"]) / 2, firsts
+
+
+def test_batches_are_joint_and_gpyopt_proposes_pool_rows(tmp_path):
+    store, labels, _ = _synthetic_store(tmp_path)
+    settings = CampaignSettings(target=T, budget=5)
+    pool, truth = build_pool(store, settings, read_labels(labels))
+    prior = draw_prior(pool, 40, np.random.default_rng(0))
+    picks = GPEngine().propose(pool, prior, truth[prior], 4, np.random.default_rng(0))
+    rows = [i for i, _ in picks]
+    assert len(set(rows)) == 4 and not set(rows) & set(prior.tolist())
+    g = make_engine("gpyopt").propose(pool, prior, truth[prior], 1, np.random.default_rng(0))
+    assert len(g) == 1 and g[0][0] not in set(prior.tolist()) and 0 <= g[0][0] < len(pool)
+
+
+def test_search_resumes_after_a_crash_and_writes_its_outputs(tmp_path, monkeypatch, capsys):
+    store, labels, _ = _synthetic_store(tmp_path)
+    out = tmp_path / "camp"
+    args = ["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--budget", "8",
+            "--engine", "random", "--out", str(out)]
+    import gapseek.search.engines as engines
+
+    calls = {"n": 0}
+    real = engines.RandomEngine.propose
+
+    def crash(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(engines.RandomEngine, "propose", crash)
+    assert main(args) == 130
+    assert len(Campaign(out).trials()) == 20 + 3  # the prior and 3 trials survived
+    monkeypatch.setattr(engines.RandomEngine, "propose", real)
+    assert main(args) == 0
+    assert "resuming" in capsys.readouterr().out
+    trials = Campaign(out).trials()
+    assert [int(r["trial"]) for r in trials if r["source"] == "oracle"] == list(range(1, 9))
+    assert len({r["id"] for r in trials}) == len(trials) == 28
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == 8 and (out / "campaign.png").stat().st_size > 1000
+    header = (out / "trials.csv").read_text().splitlines()[0]
+    assert header == "trial,id,formula,band_gap,abs_error,hit,engine,source"
+
+
+def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
+    store, labels, gap = _synthetic_store(tmp_path)
+    prior = tmp_path / "prior.csv"
+    prior.write_text("".join(f"c{k},{float(gap[k])!r}\n" for k in range(25)))
+    out = tmp_path / "lab"
+    assert main(["campaign", str(store), "--target", str(T), "--prior", str(prior), "--out", str(out)]) == 0
+    assert main(["suggest", str(out), "--n", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    suggested = [ln.split()[0] for ln in lines[-3:]]
+    assert len(set(suggested)) == 3
+    res = tmp_path / "res.csv"
+    res.write_text("".join(f"{c},{float(gap[int(c[1:])])!r}\n" for c in suggested))
+    assert main(["tell", str(out), str(res)]) == 0
+    assert main(["tell", str(out), str(res)]) == 1
+    assert "already recorded" in capsys.readouterr().err
+    res.write_text("nope,1.0\n")
+    assert main(["tell", str(out), str(res)]) == 1
+    assert "not in the campaign's store: nope" in capsys.readouterr().err
+    assert len(Campaign(out).trials()) == 28
+    meta = json.loads((out / "campaign.json").read_text())
+    meta["gapseek_campaign"] = 99
+    (out / "campaign.json").write_text(json.dumps(meta))
+    assert main(["suggest", str(out)]) == 1
+    assert "another gapseek version" in capsys.readouterr().err
+
+
+def test_bad_labels_and_pools_are_clear_errors(tmp_path):
+    store, labels, _ = _synthetic_store(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("c1,nan\nc2,-0.5\nc3,abc\nc4,1.0\nc4,2.0\n")
+    with pytest.raises(InputError, match=r"4 bad label line\(s\).*line 1.*nan.*line 2.*-0.5.*line 3.*abc"):
+        read_labels(bad)
+    extra = tmp_path / "extra.csv"
+    extra.write_text(labels.read_text() + "".join(f"ghost{k},1.0\n" for k in range(8)))
+    settings = CampaignSettings(target=T)
+    with pytest.raises(InputError, match="8 labelled id.*ghost0.*and 3 more"):
+        build_pool(store, settings, read_labels(extra))
+    with pytest.warns(Warning, match="left out"):
+        build_pool(store, settings, read_labels(extra), drop_missing=True)
+    with pytest.raises(InputError, match="pool is empty"):
+        build_pool(store, CampaignSettings(target=T, label_range=(10.0, 11.0)), read_labels(labels))
+    with pytest.warns(Warning, match="outside the labels' range"):
+        build_pool(store, CampaignSettings(target=9.0), read_labels(labels))
+    pool, _ = build_pool(store, settings, read_labels(labels))
+    with pytest.raises(ConfigError, match="not smaller than the pool"):
+        draw_prior(pool, 600, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="unknown engine 'nope'; valid: random, predicted"):
+        make_engine("nope")
+
+
+def test_benchmark_writes_the_summary_schema(tmp_path, capsys):
+    store, labels, _ = _synthetic_store(tmp_path)
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(store), "--labels", str(labels), "--target", str(T), "--tolerance", "0.02",
+                 "--budget", "6", "--prior", "20", "--seeds", "3", "--engines", "random,predicted,gp",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for name in ("random", "predicted", "gp"):
+        e = s["engines"][name]
+        assert {"first_hit_median", "first_hit_mean", "found_rate", "hits_mean"} <= set(e)
+        assert 1 <= e["first_hit_mean"] <= 7 and 0 <= e["found_rate"] <= 1
+    assert (out / "curves.png").stat().st_size > 1000
+    assert len((out / "runs.csv").read_text().splitlines()) == 1 + 3 * 3

@@ -129,6 +129,11 @@ def test_search_resumes_after_a_crash_and_writes_its_outputs(tmp_path, monkeypat
     assert summary["trials"] == 8 and (out / "campaign.png").stat().st_size > 1000
     header = (out / "trials.csv").read_text().splitlines()[0]
     assert header == "trial,id,formula,band_gap,abs_error,hit,engine,source"
+    # a larger budget extends the campaign; other settings are refused
+    assert main(args[:-4] + ["--budget", "10", "--engine", "random", "--out", str(out)]) == 0
+    assert sum(1 for r in Campaign(out).trials() if r["source"] == "oracle") == 10
+    assert main(args[:-4] + ["--budget", "10", "--engine", "gp", "--out", str(out)]) == 1
+    assert "other settings" in capsys.readouterr().err
 
 
 def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):

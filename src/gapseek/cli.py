@@ -230,25 +230,15 @@ def _settings(args: argparse.Namespace):
 
 
 def run_featurize(inputs: list[str], out: str, args: argparse.Namespace) -> int:
-    from gapseek.featurize import featurize_items
+    from gapseek.featurize import featurize_items, settings_attrs
     from gapseek.inputs import collect_inputs
     from gapseek.store import StoreWriter, counts_by_category
 
     settings = _settings(args)
     items = collect_inputs(inputs)
     lm = _load(args)
-    attrs = {
-        "gapseek_version": __version__,
-        "model_sha256": lm.checkpoint_sha256,
-        "atom_init_sha256": lm.atom_init_sha256,
-        "model_epoch": int(lm.epoch or -1),
-        "reader": settings.read.reader,
-        "disorder": settings.read.disorder,
-        "max_atoms": settings.read.max_atoms,
-        "n_inputs": len(items),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **settings.graph.as_attrs(),
-    }
+    attrs = {**settings_attrs(lm, settings), "n_inputs": len(items),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     bar = None
     if not args.no_progress and sys.stderr.isatty():
         from tqdm import tqdm
@@ -464,11 +454,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = Path(args.out)
     resume = (out / "campaign.json").exists() and not args.overwrite
     if resume:
+        import dataclasses
+
         camp = Campaign(out)
-        if camp.settings != settings:
+        if dataclasses.replace(camp.settings, budget=settings.budget) != settings:  # a new budget extends it
             from gapseek.errors import ConfigError
 
-            raise ConfigError(f"{out} holds a campaign with other settings; pass --overwrite to start anew")
+            raise ConfigError(f"{out} holds a campaign with other settings ({camp.settings}); pass --overwrite "
+                              "to start anew")
         observed, _ = camp.observed(pool)
         print(f"gapseek search: resuming {out} at trial {sum(1 for r in camp.trials() if r['source'] != 'prior')}")
     else:

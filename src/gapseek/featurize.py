@@ -9,6 +9,8 @@ build graphs and the parent runs the model on the device.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import signal
 import threading
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from gapseek import __version__
 from gapseek.batching import batches_by_atoms, collate, model_rows
 from gapseek.cif import Crystal, ReadSettings, read_crystal
 from gapseek.errors import ConfigError, CrystalError
@@ -27,7 +30,7 @@ from gapseek.inputs import InputItem
 from gapseek.model import LoadedModel, load_model
 from gapseek.store import FeatureRows
 
-__all__ = ["FeaturizeSettings", "Featurizer", "featurize_items", "plan_chunks"]
+__all__ = ["FeaturizeSettings", "Featurizer", "featurize_items", "plan_chunks", "settings_attrs"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,26 @@ class FeaturizeSettings:
 def plan_chunks(n: int, chunk_size: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(n)`` in order."""
     return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+
+def settings_attrs(model: LoadedModel, settings: FeaturizeSettings) -> dict:
+    """What determines the outputs: the model files and the reading/graph/model settings (and their digest)."""
+    attrs = {
+        "gapseek_version": __version__,
+        "model_sha256": model.checkpoint_sha256,
+        "atom_init_sha256": model.atom_init_sha256,
+        "model_epoch": int(model.epoch or -1),
+        "reader": settings.read.reader,
+        "disorder": settings.read.disorder,
+        "max_atoms": settings.read.max_atoms,
+        "reduce_equivalent": int(settings.reduce),
+        "batch_atoms": settings.batch_atoms,
+        "chunk_size": settings.chunk_size,
+        **settings.graph.as_attrs(),
+    }
+    key = {k: v for k, v in attrs.items() if k != "gapseek_version"}
+    attrs["settings_digest"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return attrs
 
 
 class _Timeout(Exception):

@@ -14,8 +14,6 @@ redoes it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -26,16 +24,14 @@ from pathlib import Path
 
 import h5py
 
-from gapseek import __version__
 from gapseek.errors import ConfigError, StoreError
-from gapseek.featurize import FeaturizeSettings, featurize_items
+from gapseek.featurize import FeaturizeSettings, featurize_items, settings_attrs
 from gapseek.inputs import InputItem
 from gapseek.manifest import MANIFEST_FILE, Manifest, entries_digest, read_manifest, read_plan
 from gapseek.model import LoadedModel
 from gapseek.store import StoreWriter
 
-__all__ = ["ShardResult", "ShardState", "merge_shards", "run_shard", "shard_path", "shard_states",
-           "settings_attrs"]
+__all__ = ["ShardResult", "ShardState", "merge_shards", "run_shard", "shard_path", "shard_states"]
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +44,6 @@ def shard_path(store: str | Path, index: int) -> Path:
 
 def _partial_dir(store: str | Path, index: int) -> Path:
     return Path(store) / SHARDS_DIR / f"part-{index:05d}.partial"
-
-
-def settings_attrs(model: LoadedModel, settings: FeaturizeSettings) -> dict:
-    """What determines the outputs: the model files and the reading/graph/model settings (and their digest)."""
-    attrs = {
-        "gapseek_version": __version__,
-        "model_sha256": model.checkpoint_sha256,
-        "atom_init_sha256": model.atom_init_sha256,
-        "model_epoch": int(model.epoch or -1),
-        "reader": settings.read.reader,
-        "disorder": settings.read.disorder,
-        "max_atoms": settings.read.max_atoms,
-        "reduce_equivalent": int(settings.reduce),
-        "batch_atoms": settings.batch_atoms,
-        "chunk_size": settings.chunk_size,
-        **settings.graph.as_attrs(),
-    }
-    key = {k: v for k, v in attrs.items() if k != "gapseek_version"}
-    attrs["settings_digest"] = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-    return attrs
 
 
 @dataclass(frozen=True)

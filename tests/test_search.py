@@ -199,3 +199,18 @@ def test_benchmark_writes_the_summary_schema(tmp_path, capsys):
         assert 1 <= e["first_hit_mean"] <= 7 and 0 <= e["found_rate"] <= 1
     assert (out / "curves.png").stat().st_size > 1000
     assert len((out / "runs.csv").read_text().splitlines()) == 1 + 3 * 3
+
+
+@pytest.mark.parametrize("kernel", ["matern52", "rbf"])
+def test_fast_posterior_equals_gpy_predict(kernel):
+    from gapseek.search.engines import gp_posterior
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 3))
+    y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=60)
+    model = GPEngine(kernel=kernel)._fit(X, y)
+    Xn = rng.normal(size=(500, 3))
+    mu, var = model.predict(Xn)
+    fmu, fsd = gp_posterior(model)(Xn)
+    np.testing.assert_allclose(fmu, mu[:, 0], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(fsd, np.sqrt(var[:, 0]), rtol=1e-6, atol=1e-9)

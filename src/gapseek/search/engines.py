@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +83,8 @@ class PredictedEngine(Engine):
 class GPEngine(Engine):
     """Our pool-based Bayesian optimisation on GPy: an ARD kernel on the pool inputs, the acquisition evaluated
     on every unexplored crystal (in blocks, so a 500,000-crystal pool fits in memory), batches chosen jointly
-    (kriging believer: each pick is added to the GP at its posterior mean before the next is chosen).
+    (kriging believer: each pick is added to the GP at its posterior mean before the next is chosen, the
+    next ones re-scored among the ``rescore`` best candidates of the first pass).
 
     ``acquisition``: ``pin`` (probability that the gap lies in [T - D, T + D]) or ``ei`` (expected improvement of
     |gap - T|). ``prior_mean``: ``none`` or ``cgcnn`` (the GP models gap - CGCNN prediction). ``kernel``: ``rbf``
@@ -93,7 +95,7 @@ class GPEngine(Engine):
     name = "gp"
 
     def __init__(self, acquisition: str = "pin", prior_mean: str = "cgcnn", kernel: str = "matern52",
-                 refit_every: int = 1, block: int = 65536, max_iters: int = 200) -> None:
+                 refit_every: int = 1, block: int = 16384, max_iters: int = 200, rescore: int = 4096) -> None:
         if acquisition not in ACQUISITIONS:
             raise ConfigError(f"acquisition must be one of {', '.join(ACQUISITIONS)}; got {acquisition!r}")
         if prior_mean not in ("none", "cgcnn"):
@@ -106,6 +108,7 @@ class GPEngine(Engine):
         self.refit_every = max(1, refit_every)
         self.block = block
         self.max_iters = max_iters
+        self.rescore = rescore
         self._params: np.ndarray | None = None
         self._calls = 0
 
@@ -137,35 +140,89 @@ class GPEngine(Engine):
         obs = list(observed)
         resid = list(observed_y - base[observed])
         model = self._fit(X[obs], np.asarray(resid))
-        cand_mask = np.ones(len(pool), dtype=bool)
-        cand_mask[observed] = False
-        picks: list[tuple[int, str]] = []
+        cand = _unexplored(pool, observed)
         best = float(np.min(np.abs(observed_y - pool.target))) if len(observed_y) else 1.0
-        for _ in range(min(n, int(cand_mask.sum()))):
-            def posterior(Xb, _rows=None):
-                mu, var = model.predict(Xb)
-                return mu[:, 0], np.sqrt(np.maximum(var[:, 0], 1e-18))
+        acq_cls = ACQUISITIONS[self.acquisition]
 
-            cand = np.nonzero(cand_mask)[0]
-            scores = np.empty(cand.size)
-            means = np.empty(cand.size)
-            sds = np.empty(cand.size)
-            for s in range(0, cand.size, self.block):
-                rows = cand[s:s + self.block]
-                mu, sd = posterior(X[rows])
-                mu = mu + base[rows]
-                means[s:s + self.block], sds[s:s + self.block] = mu, sd
-                acq = ACQUISITIONS[self.acquisition](lambda _X, m=mu, v=sd: (m, v), pool.target, pool.tolerance, best)
-                scores[s:s + self.block] = acq.forward(X[rows])
+        def score(rows: np.ndarray, post) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            scores, means, sds = np.empty(rows.size), np.empty(rows.size), np.empty(rows.size)
+            for s in range(0, rows.size, self.block):
+                r = rows[s:s + self.block]
+                mu, sd = post(X[r])
+                mu = mu + base[r]
+                acq = acq_cls(lambda _X, m=mu, v=sd: (m, v), pool.target, pool.tolerance, best)
+                scores[s:s + self.block], means[s:s + self.block], sds[s:s + self.block] = acq.forward(X[r]), mu, sd
+            return scores, means, sds
+
+        scores, means, sds = score(cand, gp_posterior(model))
+        picks: list[tuple[int, str]] = []
+        for _ in range(min(n, cand.size)):
             k = int(np.argmax(scores))
             i = int(cand[k])
             picks.append((i, f"{self.acquisition}={scores[k]:.3g}, gap {means[k]:.3f} +- {sds[k]:.3f} eV"))
-            cand_mask[i] = False
-            if len(picks) < n:  # kriging believer: pretend we measured the posterior mean, then choose again
-                obs.append(i)
-                resid.append(means[k] - base[i])
-                model.set_XY(X[obs], np.asarray(resid)[:, None])
+            if len(picks) == n:
+                break
+            # kriging believer: pretend we measured the posterior mean, then choose again. The fantasy leaves the
+            # mean unchanged and shrinks the variance only near the pick, so the next picks are re-scored among
+            # the best-scoring candidates of the first pass (all of them in pools up to `rescore` rows)
+            obs.append(i)
+            resid.append(means[k] - base[i])
+            model.set_XY(X[obs], np.asarray(resid)[:, None])
+            keep = np.ones(cand.size, dtype=bool)
+            keep[k] = False
+            cand, scores = cand[keep], scores[keep]
+            if cand.size > self.rescore:
+                top = np.argpartition(-scores, self.rescore)[: self.rescore]
+                cand = cand[top]
+            scores, means, sds = score(cand, gp_posterior(model))
         return picks
+
+
+def gp_posterior(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The posterior of a fitted GPy ``GPRegression`` (Matern52 or RBF, ARD, Standardize normaliser) as a fast
+    ``n x d -> (mean n, std n)`` of noisy observations — what ``model.predict`` returns, computed with one matrix
+    product for the distances and in-place elementwise work, ~3x faster on large candidate blocks."""
+    import GPy
+
+    kern = model.kern
+    ls = np.broadcast_to(np.asarray(kern.lengthscale.values, dtype=float), (model.X.shape[1],))
+    s2 = float(kern.variance.values[0])
+    noise = float(model.Gaussian_noise.variance.values[0])
+    matern = isinstance(kern, GPy.kern.Matern52)
+    if not (matern or isinstance(kern, GPy.kern.RBF)):
+        raise ConfigError(f"gp_posterior supports Matern52 and RBF kernels, not {type(kern).__name__}")
+    Xo = model.X / ls
+    xo2 = (Xo**2).sum(axis=1)
+    w = model.posterior.woodbury_vector[:, 0]
+    winv = model.posterior.woodbury_inv
+    norm = getattr(model, "normalizer", None)
+    m0, sd0 = (float(norm.mean[0]), float(norm.std[0])) if norm is not None else (0.0, 1.0)
+    sqrt5 = np.sqrt(5.0)
+
+    def posterior(Xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Xs = Xb / ls
+        r2 = Xs @ Xo.T
+        r2 *= -2.0
+        r2 += (Xs**2).sum(axis=1)[:, None]
+        r2 += xo2[None, :]
+        np.maximum(r2, 0.0, out=r2)
+        if matern:
+            k = np.sqrt(r2)
+            e = np.exp(-sqrt5 * k)
+            k *= sqrt5
+            k += 1.0
+            r2 *= 5.0 / 3.0
+            k += r2
+            k *= e
+        else:
+            r2 *= -0.5
+            k = np.exp(r2, out=r2)
+        k *= s2
+        mu = k @ w
+        var = s2 + noise - np.einsum("ij,ij->i", k @ winv, k)
+        return mu * sd0 + m0, np.sqrt(np.maximum(var, 1e-18)) * sd0
+
+    return posterior
 
 
 def _gpyopt_engine(**kw):

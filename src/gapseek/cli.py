@@ -439,66 +439,26 @@ def _prior_arg(text: str):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from gapseek.labels import read_labels
+    from gapseek.search.campaign import run_search
+
+    def show(r: dict, why: str) -> None:
+        mark = "HIT" if r["hit"] else ""
+        print(f"trial {r['trial']:>3}  {r['id']:<14} {r['formula']:<16} gap {float(r['band_gap']):.4f} eV  "
+              f"|gap-T| {float(r['abs_error']):.4f}  {mark:<3}  ({why})", flush=True)
+
     from pathlib import Path
 
-    import numpy as np
+    from gapseek.search.campaign import Campaign
 
-    from gapseek.labels import read_labels
-    from gapseek.search.campaign import Campaign, build_pool, draw_prior
-    from gapseek.search.engines import make_engine
-    from gapseek.search.report import engine_summary, plot_campaign, write_json
-
-    settings = _campaign_settings(args)
-    labels = read_labels(args.labels)
-    pool, truth = build_pool(args.store, settings, labels, drop_missing=args.drop_missing)
-    out = Path(args.out)
-    resume = (out / "campaign.json").exists() and not args.overwrite
-    if resume:
-        import dataclasses
-
-        camp = Campaign(out)
-        if dataclasses.replace(camp.settings, budget=settings.budget) != settings:  # a new budget extends it
-            from gapseek.errors import ConfigError
-
-            raise ConfigError(f"{out} holds a campaign with other settings ({camp.settings}); pass --overwrite "
-                              "to start anew")
-        observed, _ = camp.observed(pool)
-        print(f"gapseek search: resuming {out} at trial {sum(1 for r in camp.trials() if r['source'] != 'prior')}")
-    else:
-        camp = Campaign.create(out, args.store, settings, mode="simulated",
-                               extra={"labels": str(Path(args.labels).resolve()), "prior": args.prior})
-        prior_rows = draw_prior(pool, _prior_arg(args.prior), np.random.default_rng(args.seed))
-        camp.record(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows], "prior")
-    engine = make_engine(settings.engine)
-    rng = np.random.default_rng(10_000 + args.seed)
-    while True:
-        observed, y = camp.observed(pool)
-        done = sum(1 for r in camp.trials() if r["source"] != "prior")
-        if done >= settings.budget:
-            break
-        picks = engine.propose(pool, observed, y, min(settings.batch, settings.budget - done), rng)
-        if not picks:
-            break
-        rows = camp.record(pool, [(pool.ids[i], float(truth[i])) for i, _ in picks], "oracle")
-        for r, (_, why) in zip(rows, picks):
-            mark = "HIT" if r["hit"] else ""
-            print(f"trial {r['trial']:>3}  {r['id']:<14} {r['formula']:<16} gap {float(r['band_gap']):.4f} eV  "
-                  f"|gap-T| {float(r['abs_error']):.4f}  {mark:<3}  ({why})", flush=True)
-    trials = [r for r in camp.trials() if r["source"] != "prior"]
-    gaps = [float(r["band_gap"]) for r in trials]
-    first = next((int(r["trial"]) for r in trials if int(r["hit"])), settings.budget + 1)
-    summary = {"engine": settings.engine, "target": settings.target, "tolerance": settings.tolerance,
-               "budget": settings.budget, "pool": len(pool), "trials": len(trials), "first_hit": first,
-               "hits": sum(int(r["hit"]) for r in trials),
-               "best_abs_error": min((float(r["abs_error"]) for r in trials), default=None),
-               "hit_ids": [r["id"] for r in trials if int(r["hit"])],
-               **{k: v for k, v in engine_summary([first], [sum(int(r["hit"]) for r in trials)],
-                                                  settings.budget).items() if k == "found_rate"}}
-    write_json(out / "summary.json", summary)
-    plot_campaign(out / "campaign.png", gaps, [r["id"] for r in trials], settings.target, settings.tolerance,
-                  f"{settings.engine}: T = {settings.target} eV ± {settings.tolerance}")
-    print(f"gapseek search: {summary['hits']} hit(s) in {len(trials)} trials, first at trial "
-          f"{first if first <= settings.budget else 'none'}; -> {out}/trials.csv, summary.json, campaign.png")
+    if (Path(args.out) / "campaign.json").exists() and not args.overwrite:
+        done = sum(1 for r in Campaign(args.out).trials() if r["source"] != "prior")
+        print(f"gapseek search: resuming {args.out} after trial {done}")
+    s = run_search(args.store, read_labels(args.labels), args.labels, _prior_arg(args.prior),
+                   _campaign_settings(args), args.out, overwrite=args.overwrite, drop_missing=args.drop_missing,
+                   on_trial=show)
+    print(f"gapseek search: {s['hits']} hit(s) in {s['trials']} trials, first at trial "
+          f"{s['first_hit'] if s['found'] else 'none'}; -> {args.out}/trials.csv, summary.json, campaign.png")
     return 0
 
 

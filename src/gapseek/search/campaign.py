@@ -22,10 +22,10 @@ import numpy as np
 from gapseek import __version__
 from gapseek.errors import ConfigError, GapseekWarning, InputError, StoreError
 from gapseek.pca import fit_pca, load_pca, read_vectors, save_pca
-from gapseek.search.engines import Engine, Pool
+from gapseek.search.engines import Engine, Pool, make_engine
 from gapseek.store import FEATURES_FILE
 
-__all__ = ["CAMPAIGN_FORMAT", "Campaign", "CampaignSettings", "build_pool", "simulate"]
+__all__ = ["CAMPAIGN_FORMAT", "Campaign", "CampaignSettings", "build_pool", "draw_prior", "run_search", "simulate"]
 
 log = logging.getLogger(__name__)
 
@@ -261,3 +261,52 @@ class Campaign:
         rows = self.trials()
         return (np.array([pool.index[r["id"]] for r in rows], dtype=np.int64),
                 np.array([float(r["band_gap"]) for r in rows]))
+
+
+def run_search(store: str | Path, labels: dict[str, float], labels_path: str, prior: int | list[str],
+               settings: CampaignSettings, out: str | Path, overwrite: bool = False, drop_missing: bool = False,
+               on_trial=None) -> dict:
+    """A simulated campaign on disk, end to end: create it (or resume it: a larger budget extends it), run the
+    engine against the labels until the budget is spent, write ``summary.json`` and ``campaign.png``.
+    ``on_trial(row_dict, why)`` is called after each recorded trial."""
+    import dataclasses
+
+    from gapseek.search.report import plot_campaign, write_json
+
+    pool, truth = build_pool(store, settings, labels, drop_missing=drop_missing)
+    out = Path(out)
+    if (out / "campaign.json").exists() and not overwrite:
+        camp = Campaign(out)
+        if dataclasses.replace(camp.settings, budget=settings.budget) != settings:
+            raise ConfigError(f"{out} holds a campaign with other settings ({camp.settings}); pass --overwrite "
+                              "to start anew")
+        log.info("resuming %s", out)
+    else:
+        camp = Campaign.create(out, store, settings, mode="simulated", overwrite=overwrite,
+                               extra={"labels": str(Path(labels_path).resolve()), "prior": prior if isinstance(
+                                   prior, int) else f"{len(prior)} ids"})
+        prior_rows = draw_prior(pool, prior, np.random.default_rng(settings.seed))
+        camp.record(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows], "prior")
+    observed, _ = camp.observed(pool)
+    done = sum(1 for r in camp.trials() if r["source"] != "prior")
+
+    def record(_trial, row, gap, why):
+        written = camp.record(pool, [(pool.ids[row], gap)], "oracle")[0]
+        if on_trial:
+            on_trial(written, why)
+
+    if done < settings.budget:
+        simulate(pool, truth, make_engine(settings.engine), observed, settings.budget - done, settings.batch,
+                 np.random.default_rng(10_000 + settings.seed + done), on_trial=record)
+    trials = [r for r in camp.trials() if r["source"] != "prior"]
+    hits = [r["id"] for r in trials if int(r["hit"])]
+    first = next((int(r["trial"]) for r in trials if int(r["hit"])), settings.budget + 1)
+    summary = {"engine": settings.engine, "target": settings.target, "tolerance": settings.tolerance,
+               "budget": settings.budget, "pool": len(pool), "trials": len(trials), "first_hit": first,
+               "found": first <= settings.budget, "hits": len(hits), "hit_ids": hits,
+               "best_abs_error": min((float(r["abs_error"]) for r in trials), default=None)}
+    write_json(out / "summary.json", summary)
+    plot_campaign(out / "campaign.png", [float(r["band_gap"]) for r in trials], [r["id"] for r in trials],
+                  settings.target, settings.tolerance, f"{settings.engine}: T = {settings.target} eV ± "
+                  f"{settings.tolerance}, pool {len(pool)}")
+    return summary

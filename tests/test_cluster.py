@@ -183,3 +183,26 @@ def test_submitit_local_executor_is_the_default_without_slurm(inputs, single, tm
     res = _gapseek("submit", str(store), "--cpus", "1", env=env)
     assert "local array(s)" in res.stdout
     _assert_same(store / "features.h5", single)
+
+
+def test_pipeline_chains_index_array_merge_and_search(slurm, tmp_path):
+    mp = sorted(need(MP_DIR / "cifs").glob("*.cif"))[:300]
+    listing = tmp_path / "mp300.txt"
+    listing.write_text("\n".join(str(p) for p in mp))
+    wanted = {p.stem for p in mp}
+    labels = tmp_path / "labels.csv"
+    rows = [ln for ln in (MP_DIR / "id_prop.csv").read_text().splitlines() if ln.split(",")[0] in wanted]
+    labels.write_text("\n".join(rows) + "\n")
+    store, out = tmp_path / "store", tmp_path / "search"
+    env = dict(slurm, SHARD_SIZE="256", GAPSEEK_SBATCH_ARGS="--gres=none --cpus-per-task=1 --mem=2G")
+    res = subprocess.run(["bash", str(ROOT / "slurm" / "pipeline.sh"), str(listing), str(store), str(labels),
+                          "2.534", str(out)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    t0 = time.time()
+    while not (out / "summary.json").exists() and time.time() - t0 < 600:
+        time.sleep(1)
+    logs = "\n".join(p.name + ": " + p.read_text()[-400:] for p in sorted((tmp_path / "logs").glob("*.log")))
+    assert (out / "summary.json").exists(), logs
+    with h5py.File(store / "features.h5", "r") as f:
+        assert f.attrs["num_shards"] == 2 and f["ids"].shape[0] + f["failures/ids"].shape[0] == 300
+    assert "featurize shards 0..1" in logs and "merge: job" in logs and "search: job" in logs

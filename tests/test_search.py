@@ -92,6 +92,9 @@ def test_batches_are_joint_and_gpyopt_proposes_pool_rows(tmp_path):
     store, labels, _ = _synthetic_store(tmp_path)
     settings = CampaignSettings(target=T, budget=5)
     pool, truth = build_pool(store, settings, read_labels(labels))
+    with_pred, _ = build_pool(store, CampaignSettings(target=T, budget=5, prediction_input=True), read_labels(labels))
+    assert with_pred.X.shape == (pool.X.shape[0], pool.X.shape[1] + 1)
+    np.testing.assert_allclose(np.corrcoef(with_pred.X[:, -1], with_pred.prediction)[0, 1], 1.0)
     prior = draw_prior(pool, 40, np.random.default_rng(0))
     picks = GPEngine().propose(pool, prior, truth[prior], 4, np.random.default_rng(0))
     rows = [i for i, _ in picks]

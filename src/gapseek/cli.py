@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--components", type=int, default=3, help="PCA components (default 3)")
         q.add_argument("--label-range", type=float, nargs=2, metavar=("LO", "HI"),
                        help="only candidates whose known gap lies in [LO, HI] (the write-up: 2.3 2.8)")
+        q.add_argument("--prediction-input", action="store_true",
+                       help="give engines the CGCNN prediction as one more input column")
         q.add_argument("--drop-missing", action="store_true", help="leave out labels whose ids are not in STORE")
         q.add_argument("--seed", type=int, default=0)
         if simulated:
@@ -421,6 +423,7 @@ def _campaign_settings(args: argparse.Namespace):
         features=args.features, components=args.components, budget=getattr(args, "budget", 1),
         batch=getattr(args, "batch", 1), seed=args.seed,
         label_range=tuple(args.label_range) if args.label_range else None,
+        prediction_input=args.prediction_input,
     )
 
 

@@ -39,7 +39,8 @@ class CampaignSettings:
 
     ``features``: ``pca`` (the store's PCA of ``vector``, ``components`` of them, fitted if absent) or ``full``
     (the raw vectors). ``label_range``: keep only pool crystals whose known gap lies in it (simulated mode;
-    the write-up's setting is 2.3-2.8 eV).
+    the write-up's setting is 2.3-2.8 eV). ``prediction_input``: the CGCNN prediction as one more input
+    column (engines may also use it as the prior mean: engine ``gp``).
     """
 
     target: float
@@ -52,6 +53,7 @@ class CampaignSettings:
     batch: int = 1
     seed: int = 0
     label_range: tuple[float, float] | None = None
+    prediction_input: bool = False
 
     def __post_init__(self) -> None:
         if not self.tolerance > 0:
@@ -108,6 +110,8 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
         X = pca.transform(read_vectors(f5, settings.vector, rows))[:, : settings.components]
     else:
         X = read_vectors(f5, settings.vector, rows)
+    if settings.prediction_input:
+        X = np.hstack([X, prediction[rows, None]])
     sd = X.std(axis=0)
     X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     pool = Pool([ids[k] for k in rows], [formula[k] for k in rows], X, prediction[rows], settings.target,

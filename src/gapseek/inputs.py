@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gapseek.errors import InputError
 
-__all__ = ["InputItem", "collect_inputs", "crystal_id"]
+__all__ = ["InputItem", "collect_inputs", "crystal_id", "expand_input", "read_path_list", "walk_cifs"]
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,43 @@ def crystal_id(path: str | Path) -> str:
     return name
 
 
-def _walk(directory: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(directory, followlinks=False):
-        dirs.sort()
-        for f in sorted(files):
-            if f.lower().endswith(CIF_SUFFIXES):
-                found.append(Path(root) / f)
-    return found
+def walk_cifs(directory: str | Path) -> list[Path]:
+    """Every ``*.cif`` under ``directory`` (os.scandir, symlinked folders not followed), sorted."""
+    found: list[str] = []
+    stack = [str(directory)]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", d, exc)
+            continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif e.name.lower().endswith(CIF_SUFFIXES):
+                found.append(e.path)
+    return [Path(p) for p in sorted(found)]
 
 
-def _read_list(list_file: Path) -> list[Path]:
+def expand_input(raw: str | Path) -> list[Path]:
+    """One INPUT: a ``.cif`` file, a directory (recursive, sorted), or a text file listing paths (relative to the
+    list's folder; ``#`` comments). A missing INPUT is an :class:`InputError`."""
+    p = Path(raw)
+    if p.is_dir():
+        paths = walk_cifs(p)
+        if not paths:
+            log.warning("%s holds no *.cif files", p)
+        return paths
+    if p.is_file() and p.name.lower().endswith(CIF_SUFFIXES):
+        return [p]
+    if p.is_file():
+        return read_path_list(p)
+    raise InputError(f"INPUT {raw} does not exist")
+
+
+def read_path_list(list_file: Path) -> list[Path]:
     out: list[Path] = []
     try:
         text = list_file.read_text(encoding="utf-8")
@@ -65,18 +91,7 @@ def collect_inputs(inputs: list[str | Path]) -> list[InputItem]:
         raise InputError("no INPUT given: name CIF files, directories or a file listing paths")
     items: list[InputItem] = []
     for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            paths = _walk(p)
-            if not paths:
-                log.warning("%s holds no *.cif files", p)
-        elif p.is_file() and p.name.lower().endswith(CIF_SUFFIXES):
-            paths = [p]
-        elif p.is_file():
-            paths = _read_list(p)
-        else:
-            raise InputError(f"INPUT {raw} does not exist")
-        items.extend(InputItem(crystal_id(q), str(q)) for q in paths)
+        items.extend(InputItem(crystal_id(q), str(q)) for q in expand_input(raw))
     dup = [k for k, n in Counter(i.id for i in items).items() if n > 1]
     if dup:
         log.warning("%d ids occur more than once (e.g. %s); each occurrence is kept with its path", len(dup), dup[:5])

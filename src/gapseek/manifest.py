@@ -26,7 +26,7 @@ import numpy as np
 
 from gapseek import __version__
 from gapseek.errors import InputError, StoreError
-from gapseek.inputs import CIF_SUFFIXES, _read_list, crystal_id
+from gapseek.inputs import crystal_id, expand_input
 from gapseek.shards import ShardPlan, plan_shards
 
 __all__ = ["MANIFEST_FILE", "Manifest", "build_manifest", "read_manifest", "walk_inputs", "write_manifest"]
@@ -74,35 +74,9 @@ def entries_digest(ids: Sequence[str], hashes: Sequence[str]) -> str:
 
 
 def walk_inputs(roots: Iterable[str | Path]) -> Iterable[Path]:
-    """CIF paths under ``roots``: directories recursively (os.scandir, no symlinked dirs), single CIF files,
-    and text files listing paths. A root that does not exist is an :class:`InputError`."""
+    """CIF paths under ``roots`` (directories recursively, CIF files, text files listing paths)."""
     for raw in roots:
-        p = Path(raw)
-        if p.is_dir():
-            yield from _scan(p)
-        elif p.is_file() and p.name.lower().endswith(CIF_SUFFIXES):
-            yield p
-        elif p.is_file():
-            yield from _read_list(p)
-        else:
-            raise InputError(f"ROOT {raw} does not exist")
-
-
-def _scan(directory: Path) -> Iterable[Path]:
-    stack = [str(directory)]
-    while stack:
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", d, exc)
-            continue
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                stack.append(e.path)
-            elif e.name.lower().endswith(CIF_SUFFIXES):
-                yield Path(e.path)
+        yield from expand_input(raw)
 
 
 def _hash_file(path: str) -> tuple[str, int]:

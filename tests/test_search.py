@@ -217,3 +217,13 @@ def test_fast_posterior_equals_gpy_predict(kernel):
     fmu, fsd = gp_posterior(model)(Xn)
     np.testing.assert_allclose(fmu, mu[:, 0], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(fsd, np.sqrt(var[:, 0]), rtol=1e-6, atol=1e-9)
+
+
+def test_classic_expected_improvement_matches_monte_carlo():
+    from gapseek.search.acquisition import ExpectedImprovement
+
+    rng = np.random.default_rng(2)
+    mu, sd = np.array([0.05, 0.2, 0.0]), np.array([0.02, 0.1, 0.3])
+    acq = ExpectedImprovement(lambda X: (mu, sd), T, 0.01, 0.06)
+    f = rng.normal(mu, sd, size=(2_000_000, 3))  # Monte Carlo standard error <= 1.5e-4
+    np.testing.assert_allclose(acq.forward(np.zeros((3, 1))), np.maximum(0.06 - f, 0).mean(axis=0), atol=6e-4)

@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     def campaign_args(q: argparse.ArgumentParser, simulated: bool) -> None:
         q.add_argument("--target", type=float, required=True, metavar="EV", help="target band gap T (eV)")
         q.add_argument("--tolerance", type=float, default=0.01, metavar="EV", help="a hit: |gap - T| <= this")
-        q.add_argument("--engine", default="gp", help="gp (default), gp-ei, gp-noprior, gpyopt, random, predicted")
+        q.add_argument("--engine", default="gp",
+                       help="gp (default), gp-ei, gp-abs, gp-noprior, gpyopt, random, predicted")
         q.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled")
         q.add_argument("--features", choices=["pca", "full"], default="pca",
                        help="engine inputs: the store's PCA (default) or the full vectors")

@@ -112,7 +112,7 @@ def part2(work: Path, n: int) -> None:
     from gapseek.manifest import read_manifest
     from gapseek.sharding import shard_path
     from gapseek.shards import plan_shards
-    from gapseek.store import StoreWriter
+    from gapseek.store import FeatureRows, StoreWriter
 
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     tree = work / "cod" / "cif"
@@ -140,8 +140,6 @@ def part2(work: Path, n: int) -> None:
         a, b = plan.bounds(i)
         path = shard_path(store, i)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from gapseek.store import FeatureRows
-
         rows = FeatureRows()
         m = b - a
         fail = set(range(0, m, 3))  # a third of them failures, as in COD

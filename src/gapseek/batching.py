@@ -33,11 +33,18 @@ def batches_by_atoms(items: Iterable[T], sizes: Iterable[int], max_atoms: int) -
         yield batch
 
 
+def _classes(graph: CrystalGraph) -> np.ndarray:
+    """The graph's classes of equivalent atoms, computed once (build_graph already stores them)."""
+    if graph.eq_class is None:
+        graph.eq_class = equivalent_atoms(graph)
+    return graph.eq_class
+
+
 def model_rows(graph: CrystalGraph, reduce: bool = True) -> int:
     """Rows ``graph`` takes in a model batch: its classes of equivalent atoms, or all its atoms."""
     if not reduce:
         return graph.n_atoms
-    eq = graph.eq_class if graph.eq_class is not None else equivalent_atoms(graph)
+    eq = _classes(graph)
     return int(eq.max()) + 1 if eq.size else 0
 
 
@@ -78,7 +85,7 @@ def collate(
     numbers, nbr_idx, dist, weight, rows = [], [], [], [], []
     offset = 0
     for g in graphs:
-        eq = g.eq_class if g.eq_class is not None else equivalent_atoms(g)
+        eq = _classes(g)
         _, rep = np.unique(eq, return_index=True)  # the lowest-index atom of each class
         k = rep.size
         numbers.append(g.numbers[rep])

@@ -468,17 +468,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     from gapseek.labels import read_labels
-    from gapseek.search.campaign import Campaign, build_pool
+    from gapseek.search.campaign import Campaign, build_pool, draw_prior
 
     settings = _campaign_settings(args)
     prior = read_labels(args.prior)
     pool, _ = build_pool(args.store, settings, None)
-    unknown = [c for c in prior if c not in pool.index]
-    if unknown:
-        from gapseek.errors import InputError
-
-        raise InputError(f"{len(unknown)} prior id(s) are not in the store: {', '.join(unknown[:5])}"
-                         + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+    draw_prior(pool, list(prior))  # every prior id must be in the store
     camp = Campaign.create(args.out, args.store, settings, mode="lab", overwrite=args.overwrite)
     camp.record(pool, list(prior.items()), "prior")
     print(f"gapseek campaign: {args.out} with {len(prior)} prior measurement(s), {len(pool) - len(prior)} "
@@ -512,7 +507,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_tell(args: argparse.Namespace) -> int:
-    from gapseek.errors import InputError
+    from gapseek.errors import InputError, few
     from gapseek.labels import read_labels
 
     camp, pool = _open_campaign(args.campaign)
@@ -523,9 +518,9 @@ def cmd_tell(args: argparse.Namespace) -> int:
     if unknown or again:
         parts = []
         if unknown:
-            parts.append(f"{len(unknown)} id(s) not in the campaign's store: {', '.join(unknown[:5])}")
+            parts.append(f"{len(unknown)} id(s) not in the campaign's store: {few(unknown)}")
         if again:
-            parts.append(f"{len(again)} id(s) already recorded: {', '.join(again[:5])}")
+            parts.append(f"{len(again)} id(s) already recorded: {few(again)}")
         raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded)")
     rows = camp.record(pool, list(results.items()), "lab")
     hits = [r["id"] for r in rows if r["hit"]]

@@ -46,3 +46,10 @@ class CrystalError(GapseekError):
 
 class GapseekWarning(UserWarning):
     """The one warning class of the package."""
+
+
+def few(items, limit: int = 5, sep: str = ", ") -> str:
+    """``a, b, c and 7 more``: the first ``limit`` items of a list for an error message, and how many are left."""
+    items = [str(x) for x in items]
+    rest = len(items) - limit
+    return sep.join(items[:limit]) + (f" and {rest} more" if rest > 0 else "")

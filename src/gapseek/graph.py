@@ -6,10 +6,11 @@ neighbours within 8 Å, sorted by distance; an atom with fewer is padded with ne
 
 The neighbour search is vesin's cell list (C++), not pymatgen's ``get_all_neighbors``; distances agree to
 ~1e-15 Å. Where the 12th and 13th neighbours of an atom tie exactly and are different atoms, which one is
-kept is a convention: the original keeps pymatgen's internal order, we keep the lower atom index.
-The search starts at a radius holding ~20 atoms at the crystal's density and widens to 8 Å only when an
-atom needs it, which gives the same graph as a search at 8 Å at a fraction of the cost. Such atoms
+kept is a convention: the original keeps pymatgen's internal order, we keep the lower atom index. Such atoms
 are counted in :attr:`CrystalGraph.n_tied` so a user can see which crystals depend on that convention.
+
+The search starts at a radius holding ~20 atoms at the crystal's density and widens to 8 Å only when an
+atom needs it, which gives the same graph as a search at 8 Å at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> 
         # sort by (atom, distance, neighbour): j first, then one stable float key (atom index times a step
         # larger than any distance, plus the distance), ~3x faster than a lexsort
         order = np.argsort(j, kind="stable")
-        order = order[np.argsort(i[order] * (2.0 * settings.radius + 16.0) + d[order], kind="stable")]
+        key = i[order] * (2.0 * settings.radius + 16.0) + d[order]
+        by_key = np.argsort(key, kind="stable")
+        order, key = order[by_key], key[by_key]
         i, j, d = i[order], j[order], d[order]
         counts = np.bincount(i, minlength=n)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -154,7 +157,6 @@ def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> 
         tie = np.abs(d[last + 1] - d[last]) <= TIE_TOLERANCE
         if tie.any():
             atoms, pos = over[tie], last[tie]
-            key = i * (2.0 * settings.radius + 16.0) + d  # sorted ascending, as above
             lo = np.searchsorted(key, key[pos] - TIE_TOLERANCE, side="left")
             hi = np.searchsorted(key, key[pos] + TIE_TOLERANCE, side="right")
             lo = np.maximum(lo, starts[atoms])

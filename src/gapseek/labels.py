@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from gapseek.errors import InputError
+from gapseek.errors import InputError, few
 
 __all__ = ["read_labels"]
 
@@ -44,8 +44,7 @@ def read_labels(path: str | Path) -> dict[str, float]:
             continue
         labels[cid] = gap
     if bad:
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise InputError(f"{path}: {len(bad)} bad label line(s): " + "; ".join(bad[:5]) + more)
+        raise InputError(f"{path}: {len(bad)} bad label line(s): {few(bad, sep='; ')}")
     if not labels:
         raise InputError(f"{path} holds no labels (expected lines id,band_gap)")
     return labels

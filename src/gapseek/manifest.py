@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,8 +177,9 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
     return final
 
 
-def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) -> Manifest:
-    """The manifest of ``store`` (rows ``start:stop`` only, to keep memory bounded in a shard task)."""
+@contextmanager
+def _open_manifest(store: str | Path):
+    """``STORE/manifest.h5`` opened for reading, its schema checked; every problem is a :class:`StoreError`."""
     f5 = Path(store) / MANIFEST_FILE
     if not f5.is_file():
         raise StoreError(f"{store} has no {MANIFEST_FILE}; run `gapseek index ROOT... --out {store}` first")
@@ -186,23 +188,26 @@ def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) ->
             if f.attrs.get("manifest_schema") != MANIFEST_SCHEMA:
                 raise StoreError(f"{f5} has manifest schema {f.attrs.get('manifest_schema')}, "
                                  f"this gapseek reads {MANIFEST_SCHEMA}; re-run `gapseek index`")
-            plan = ShardPlan.from_attrs(f.attrs)
-            sl = slice(start, stop)
-            return Manifest(
-                ids=[s.decode("utf-8") for s in f["ids"][sl]],
-                paths=[s.decode("utf-8") for s in f["paths"][sl]],
-                sha256=[s.decode("ascii") for s in f["sha256"][sl]],
-                size=f["size"][sl],
-                plan=plan,
-                offset=start,
-            )
+            yield f
     except (OSError, KeyError) as exc:
         raise StoreError(f"{f5} is not a readable manifest: {exc}") from None
 
 
+def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) -> Manifest:
+    """The manifest of ``store`` (rows ``start:stop`` only, to keep memory bounded in a shard task)."""
+    with _open_manifest(store) as f:
+        sl = slice(start, stop)
+        return Manifest(
+            ids=[s.decode("utf-8") for s in f["ids"][sl]],
+            paths=[s.decode("utf-8") for s in f["paths"][sl]],
+            sha256=[s.decode("ascii") for s in f["sha256"][sl]],
+            size=f["size"][sl],
+            plan=ShardPlan.from_attrs(f.attrs),
+            offset=start,
+        )
+
+
 def read_plan(store: str | Path) -> ShardPlan:
-    f5 = Path(store) / MANIFEST_FILE
-    if not f5.is_file():
-        raise StoreError(f"{store} has no {MANIFEST_FILE}; run `gapseek index ROOT... --out {store}` first")
-    with h5py.File(f5, "r") as f:
+    """The shard plan of ``store`` (its manifest's attributes only)."""
+    with _open_manifest(store) as f:
         return ShardPlan.from_attrs(f.attrs)

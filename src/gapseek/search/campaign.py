@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from gapseek import __version__
-from gapseek.errors import ConfigError, GapseekWarning, InputError, StoreError
+from gapseek.errors import ConfigError, GapseekWarning, InputError, StoreError, few
 from gapseek.pca import fit_pca, load_pca, read_vectors, save_pca
 from gapseek.search.engines import Engine, Pool, make_engine
 from gapseek.store import FEATURES_FILE
@@ -86,8 +86,7 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
     if labels is not None:
         missing = [cid for cid in labels if cid not in index]
         if missing:
-            msg = (f"{len(missing)} labelled id(s) are not featurized in {f5}: {', '.join(missing[:5])}"
-                   + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            msg = f"{len(missing)} labelled id(s) are not featurized in {f5}: {few(missing)}"
             if not drop_missing:
                 raise InputError(msg + " (pass --drop-missing to leave them out)")
             warnings.warn(msg + "; left out", GapseekWarning, stacklevel=2)
@@ -119,9 +118,11 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
     return pool, truth
 
 
-def draw_prior(pool: Pool, prior: int | list[str], rng: np.random.Generator) -> np.ndarray:
-    """Pool rows of the prior: ``N`` drawn at random (hits are not removed, as in the write-up) or given ids."""
+def draw_prior(pool: Pool, prior: int | list[str], rng: np.random.Generator | None = None) -> np.ndarray:
+    """Pool rows of the prior: ``N`` drawn at random with ``rng`` (hits are not removed, as in the write-up), or
+    the rows of given ids (each must be in the pool)."""
     if isinstance(prior, int):
+        rng = rng if rng is not None else np.random.default_rng()
         if prior < 1:
             raise ConfigError(f"the prior needs at least 1 labelled crystal; got {prior}")
         if prior >= len(pool):
@@ -129,7 +130,7 @@ def draw_prior(pool: Pool, prior: int | list[str], rng: np.random.Generator) -> 
         return rng.choice(len(pool), size=prior, replace=False)
     missing = [c for c in prior if c not in pool.index]
     if missing:
-        raise InputError(f"{len(missing)} prior id(s) are not in the candidate pool: {', '.join(missing[:5])}")
+        raise InputError(f"{len(missing)} prior id(s) are not in the candidate pool: {few(missing)}")
     return np.array([pool.index[c] for c in prior], dtype=np.int64)
 
 

@@ -212,9 +212,9 @@ def test_fast_posterior_equals_gpy_predict(kernel):
     X = rng.normal(size=(60, 3))
     y = np.sin(X[:, 0]) + 0.1 * rng.normal(size=60)
     model = GPEngine(kernel=kernel)._fit(X, y)
-    Xn = rng.normal(size=(500, 3))
+    Xn = np.vstack([rng.normal(size=(500, 3)), X[:20] + 1e-3])  # with rows next to observations (small sd)
     mu, var = model.predict(Xn)
-    fmu, fsd = gp_posterior(model)(Xn)
+    fmu, fsd = gp_posterior(model, chunk_bytes=8 * 60 * 70)(Xn)  # 70-row chunks, the last one partial
     np.testing.assert_allclose(fmu, mu[:, 0], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(fsd, np.sqrt(var[:, 0]), rtol=1e-6, atol=1e-9)
 

@@ -14,6 +14,7 @@ from gapseek.errors import ConfigError, InputError
 from gapseek.labels import read_labels
 from gapseek.pca import fit_pca, load_pca, save_pca
 from gapseek.search.acquisition import ExpectedImprovementAbs, ProbabilityInWindow
+from gapseek.search.benchmark import bootstrap_ratio_ci, random_first_hit_expectation
 from gapseek.search.campaign import Campaign, CampaignSettings, build_pool, draw_prior, simulate
 from gapseek.search.engines import GPEngine, RandomEngine, make_engine
 from gapseek.store import FeatureRows, StoreWriter
@@ -200,8 +201,46 @@ def test_benchmark_writes_the_summary_schema(tmp_path, capsys):
         e = s["engines"][name]
         assert {"first_hit_median", "first_hit_mean", "found_rate", "hits_mean"} <= set(e)
         assert 1 <= e["first_hit_mean"] <= 7 and 0 <= e["found_rate"] <= 1
+        lo, hi = e["acceleration_vs_random_exact_ci95"]
+        assert lo <= e["acceleration_vs_random_exact"] <= hi
+    assert s["engines"]["random"]["acceleration_vs_random_ci95"] == [1.0, 1.0]
     assert (out / "curves.png").stat().st_size > 1000
-    assert len((out / "runs.csv").read_text().splitlines()) == 1 + 3 * 3
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 3 * 3
+    # the exact baseline per seed is what random sampling gives for that seed's prior
+    n_pool, n_hits = s["setting"]["pool"], s["setting"]["hits_in_pool"]
+    for line in runs[1:]:
+        row = dict(zip(runs[0].split(","), line.split(",")))
+        want = random_first_hit_expectation(n_pool - 20, n_hits - int(row["prior_hits"]), 6)
+        assert float(row["random_expected"]) == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("candidates,hits,budget", [(40, 3, 10), (25, 1, 30), (2082 - 100, 70, 30), (10, 0, 5),
+                                                   (6, 6, 5)])
+def test_exact_random_first_hit_matches_simulation(candidates, hits, budget):
+    rng = np.random.default_rng(candidates + hits)
+    n = 20000
+    is_hit = np.zeros(candidates, dtype=bool)
+    is_hit[:hits] = True
+    orders = rng.permuted(np.tile(is_hit, (n, 1)), axis=1)[:, :budget]
+    found = orders.any(axis=1)
+    first = np.where(found, orders.argmax(axis=1) + 1, budget + 1)
+    exact = random_first_hit_expectation(candidates, hits, budget)
+    assert abs(first.mean() - exact) <= 4 * first.std() / np.sqrt(n) + 1e-9
+    if hits == 0:
+        assert exact == pytest.approx(budget + 1, abs=1e-9)
+    if hits == candidates:
+        assert exact == pytest.approx(1, abs=1e-9)
+
+
+def test_bootstrap_interval_covers_the_ratio_and_narrows_with_seeds():
+    rng = np.random.default_rng(0)
+    a, b = rng.exponential(20, 400) + 1, rng.exponential(10, 400) + 1
+    wide = bootstrap_ratio_ci(a[:20], b[:20], np.random.default_rng(1))
+    narrow = bootstrap_ratio_ci(a, b, np.random.default_rng(1))
+    assert wide[0] < a[:20].mean() / b[:20].mean() < wide[1]
+    assert narrow[0] < a.mean() / b.mean() < narrow[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
 
 
 @pytest.mark.parametrize("kernel", ["matern52", "rbf"])

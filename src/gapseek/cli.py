@@ -552,11 +552,20 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                             drop_missing=args.drop_missing, progress=progress if args.verbose else None)
     st = summary["setting"]
     print(f"\npool {st['pool']} ({st['hits_in_pool']} hits), budget {st['budget']}, prior {st['prior']}, "
-          f"{st['seeds']} seeds")
-    print(f"{'engine':<12}{'first hit median':>18}{'mean':>8}{'found':>8}{'hits':>7}{'accel.':>8}")
+          f"{st['seeds']} seeds; random's exact expected first hit {st['random_exact_first_hit_mean']:.1f}")
+    print(f"{'engine':<12}{'first hit median':>18}{'mean':>8}{'found':>8}{'hits':>7}"
+          f"{'accel. vs random [95% CI]':>28}{'vs exact random [95% CI]':>27}")
+
+    def accel(e: dict, key: str) -> str:
+        if key not in e:
+            return "-"
+        lo, hi = e[key + "_ci95"]
+        return f"{e[key]:.2f} [{lo:.2f}, {hi:.2f}]"
+
     for name, e in summary["engines"].items():
         print(f"{name:<12}{e['first_hit_median']:>18.1f}{e['first_hit_mean']:>8.1f}{e['found_rate']:>8.2f}"
-              f"{e['hits_mean']:>7.2f}{e.get('acceleration_vs_random', float('nan')):>8.2f}")
+              f"{e['hits_mean']:>7.2f}{accel(e, 'acceleration_vs_random'):>28}"
+              f"{accel(e, 'acceleration_vs_random_exact'):>27}")
     print(f"-> {args.out}/summary.json, runs.csv, curves.png")
     return 0
 

@@ -6,7 +6,10 @@ any engine in benchmark setting 1.
 Inside 2.3 <= gap <= 2.8 eV, a k-nearest-neighbour regressor is trained on 90% of the labels (10-fold cross
 validation) on the standardised `pooled`, `hidden` and both vectors — far more labels than a 100-crystal
 prior — and compared with the CGCNN prediction. Also: how many true hits (|gap - 2.534| <= 0.01) lie among the
-crystals ranked first by |CGCNN prediction - 2.534| over the whole pool (setting 2).
+crystals ranked first by |CGCNN prediction - 2.534| over the whole pool (setting 2), and the same for a
+gradient-boosted regressor trained (10-fold) on 90% of ALL labels with every descriptor and the CGCNN
+prediction as inputs — a ranking far better informed than any campaign's 100-200 labels. The rank of its first
+hit is about the first-hit trial an engine ranking that way would get; 20x over random in setting 2 needs ~4.6.
 """
 
 from __future__ import annotations
@@ -57,11 +60,25 @@ def main() -> int:
                   f"{np.corrcoef(yp, y[w])[0, 1]:.3f}, MAE {np.abs(yp - y[w]).mean():.3f} eV; hit rate among "
                   f"the {near.sum()} predicted within 0.02 eV of T: "
                   f"{np.mean(np.abs(y[w][near] - args.target) <= args.tolerance):.3f}")
-    hit = keep & (np.abs(y - args.target) <= args.tolerance)
-    order = np.argsort(np.abs(pred - args.target))
+    hit = (np.abs(y - args.target) <= args.tolerance)[keep]
     print(f"whole pool: {keep.sum()} crystals, {hit.sum()} hits (base rate {hit.sum() / keep.sum():.4f})")
-    for k in (30, 100, 500, 1000):
-        print(f"  top {k:>4} by |CGCNN - T|: {hit[order[:k]].sum()} hits (rate {hit[order[:k]].mean():.4f})")
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import KFold
+
+    X = np.hstack([pooled, hidden, pred[:, None]])[keep]
+    rankings = [("|CGCNN - T|", pred[keep])]
+    for state in (0, 1, 2):  # the booster's early-stopping split is random: three of them
+        boosted = cross_val_predict(HistGradientBoostingRegressor(max_iter=500, learning_rate=0.05,
+                                                                  random_state=state),
+                                    X, y[keep], cv=KFold(10, shuffle=True, random_state=state))
+        print(f"  gradient boosting (state {state}) on every descriptor + CGCNN, 90% of all labels: MAE "
+              f"{np.abs(boosted - y[keep]).mean():.3f} eV (CGCNN {np.abs(pred[keep] - y[keep]).mean():.3f})")
+        rankings.append((f"|boosted {state} - T|", boosted))
+    for name, p in rankings:
+        order = np.argsort(np.abs(p - args.target))
+        first = int(np.argmax(hit[order])) + 1
+        print(f"  ranked by {name:<16}: first hit at rank {first:>4}; "
+              + ", ".join(f"top {k}: {hit[order[:k]].sum()}" for k in (10, 30, 100, 500, 1000)) + " hits")
     return 0
 
 

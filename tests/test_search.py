@@ -166,6 +166,21 @@ def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
     assert "another gapseek version" in capsys.readouterr().err
 
 
+def test_trial_numbers_stay_consecutive_with_two_writers(tmp_path):
+    store, labels, gap = _synthetic_store(tmp_path)
+    settings = CampaignSettings(target=T)
+    pool, _ = build_pool(store, settings)
+    a = Campaign.create(tmp_path / "c", store, settings, mode="lab")
+    b = Campaign(tmp_path / "c")  # e.g. a second `gapseek tell` on the same campaign
+    a.record(pool, [("c0", float(gap[0])), ("c1", float(gap[1]))], "prior")
+    a.record(pool, [("c2", float(gap[2]))], "tell")
+    b.record(pool, [("c3", float(gap[3])), ("c4", float(gap[4]))], "tell")
+    a.record(pool, [("c5", float(gap[5]))], "tell")
+    trials = Campaign(tmp_path / "c").trials()
+    assert [(r["id"], int(r["trial"])) for r in trials] == [("c0", 0), ("c1", 0), ("c2", 1), ("c3", 2), ("c4", 3),
+                                                            ("c5", 4)]
+
+
 def test_bad_labels_and_pools_are_clear_errors(tmp_path):
     store, labels, _ = _synthetic_store(tmp_path)
     bad = tmp_path / "bad.csv"

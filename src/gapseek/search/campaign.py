@@ -195,6 +195,7 @@ class Campaign:
             s["label_range"] = tuple(s["label_range"])
         self.settings = CampaignSettings(**s)
         self.store = self.meta["store"]
+        self._next: tuple[int, int] | None = None  # (size of trials.csv, next trial number) once read
 
     @classmethod
     def create(cls, directory: str | Path, store: str | Path, settings: CampaignSettings, mode: str,
@@ -248,8 +249,10 @@ class Campaign:
     def record(self, pool: Pool, measured: list[tuple[str, float]], source: str) -> list[dict]:
         """Append measurements (id, gap) as trials; returns the rows written."""
         s = self.settings
-        done = self.trials()
-        next_trial = 1 + max((int(r["trial"]) for r in done), default=0)
+        path = self.dir / "trials.csv"
+        if self._next is None or self._next[0] != path.stat().st_size:  # first call, or another writer appended
+            self._next = (-1, 1 + max((int(r["trial"]) for r in self.trials()), default=0))
+        next_trial = self._next[1]
         rows = []
         for cid, gap in measured:
             row = pool.index[cid]
@@ -260,6 +263,7 @@ class Campaign:
             if source != "prior":
                 next_trial += 1
         self.append(rows)
+        self._next = (path.stat().st_size, next_trial)
         return rows
 
     def observed(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:

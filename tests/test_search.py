@@ -100,6 +100,15 @@ def test_batches_are_joint_and_gpyopt_proposes_pool_rows(tmp_path):
     picks = GPEngine().propose(pool, prior, truth[prior], 4, np.random.default_rng(0))
     rows = [i for i, _ in picks]
     assert len(set(rows)) == 4 and not set(rows) & set(prior.tolist())
+    # pending crystals count like the earlier picks of a joint batch: asking for 2 with the first 2 in flight
+    # gives the batch's last 2
+    later = GPEngine().propose(pool, prior, truth[prior], 2, np.random.default_rng(0), pending=np.array(rows[:2]))
+    assert [i for i, _ in later] == rows[2:]
+    for name in ("random", "predicted", "gpyopt"):
+        first = make_engine(name).propose(pool, prior, truth[prior], 1, np.random.default_rng(0))[0][0]
+        again = make_engine(name).propose(pool, prior, truth[prior], 1, np.random.default_rng(0),
+                                          pending=np.array([first]))[0][0]
+        assert first != again and again not in set(prior.tolist())
     g = make_engine("gpyopt").propose(pool, prior, truth[prior], 1, np.random.default_rng(0))
     assert len(g) == 1 and g[0][0] not in set(prior.tolist()) and 0 <= g[0][0] < len(pool)
 
@@ -150,9 +159,19 @@ def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     suggested = [ln.split()[0] for ln in lines[-3:]]
     assert len(set(suggested)) == 3
+    # asked again before telling: the 3 are being measured, so 2 others come, chosen with them in mind
+    assert main(["suggest", str(out), "--n", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("3 earlier suggestion(s) not yet told")
+    more = [ln.split()[0] for ln in lines[-2:]]
+    assert len(set(more)) == 2 and not set(more) & set(suggested)
+    assert main(["suggest", str(out), "--n", "3", "--ignore-pending"]) == 0
+    assert [ln.split()[0] for ln in capsys.readouterr().out.strip().splitlines()[-3:]] == suggested
     res = tmp_path / "res.csv"
     res.write_text("".join(f"{c},{float(gap[int(c[1:])])!r}\n" for c in suggested))
     assert main(["tell", str(out), str(res)]) == 0
+    pool, _ = build_pool(store, CampaignSettings(target=T))
+    assert [pool.ids[i] for i in Campaign(out).pending(pool)] == more  # the told ones are no longer pending
     assert main(["tell", str(out), str(res)]) == 1
     assert "already recorded" in capsys.readouterr().err
     res.write_text("nope,1.0\n")

@@ -158,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("suggest", help="propose the next crystals to measure (jointly, for a batch)")
     p.add_argument("campaign", metavar="DIR")
-    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--n", type=int, default=1, help="how many crystals, proposed jointly (default 1)")
+    p.add_argument("--ignore-pending", action="store_true",
+                   help="earlier suggestions not yet told may be proposed again (by default they are taken as "
+                        "being measured: never proposed again, and the GP engines account for them)")
     p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("tell", help="record measured band gaps (id,band_gap CSV) in a campaign")
@@ -492,12 +495,22 @@ def _open_campaign(directory: str):
 def cmd_suggest(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from gapseek.errors import ConfigError, few
     from gapseek.search.engines import make_engine
 
+    if args.n < 1:
+        raise ConfigError(f"--n must be at least 1; got {args.n}")
     camp, pool = _open_campaign(args.campaign)
     observed, y = camp.observed(pool)
+    pending = None if args.ignore_pending else camp.pending(pool)
+    if pending is not None and pending.size:
+        print(f"{pending.size} earlier suggestion(s) not yet told are taken as being measured (not proposed "
+              f"again; --ignore-pending to propose afresh): {few([pool.ids[i] for i in pending])}")
     rng = np.random.default_rng(camp.settings.seed + len(observed))
-    picks = make_engine(camp.settings.engine).propose(pool, observed, y, args.n, rng)
+    picks = make_engine(camp.settings.engine).propose(pool, observed, y, args.n, rng, pending=pending)
+    if not picks:
+        print("gapseek suggest: every crystal of the pool is measured or being measured; nothing to propose")
+        return 0
     rows = [(pool.ids[i], pool.formula[i], why) for i, why in picks]
     camp.log_suggestions(rows)
     print(f"{'id':<16} {'formula':<16} {'CGCNN (eV)':>10}  why")

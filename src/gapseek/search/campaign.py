@@ -266,6 +266,17 @@ class Campaign:
         self._next = (path.stat().st_size, next_trial)
         return rows
 
+    def pending(self, pool: Pool) -> np.ndarray:
+        """Pool rows suggested (``suggestions.csv``) and not yet told, oldest suggestion first."""
+        path = self.dir / "suggestions.csv"
+        if not path.is_file():
+            return np.zeros(0, dtype=np.int64)
+        told = {r["id"] for r in self.trials()}
+        with open(path, newline="") as fh:
+            ids = [r["id"] for r in csv.DictReader(fh) if r.get("id")]
+        out = [pool.index[c] for c in dict.fromkeys(ids) if c not in told and c in pool.index]
+        return np.asarray(out, dtype=np.int64)
+
     def observed(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
         rows = self.trials()
         return (np.array([pool.index[r["id"]] for r in rows], dtype=np.int64),

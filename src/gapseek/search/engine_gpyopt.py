@@ -17,14 +17,14 @@ __all__ = ["GPyOptEngine"]
 class GPyOptEngine(Engine):
     name = "gpyopt"
 
-    def propose(self, pool, observed, observed_y, n, rng):
+    def propose(self, pool, observed, observed_y, n, rng, pending=None):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 import GPyOpt
         except ImportError as exc:
             raise ConfigError(f"engine gpyopt needs GPyOpt (pip install GPyOpt 'setuptools<82'): {exc}") from None
-        cand = _unexplored(pool, observed)
+        cand = _unexplored(pool, observed, pending)  # crystals being measured leave the bandit domain
         Xc = pool.X[cand]
         Y = np.abs(observed_y - pool.target)[:, None]
         with warnings.catch_warnings():

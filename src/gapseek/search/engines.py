@@ -1,9 +1,10 @@
 """Engines: which unexplored crystals to measure next. One small interface, :class:`Engine`:
 
-    engine.propose(pool, observed, observed_y, n, rng) -> [(pool row, why), ...]
+    engine.propose(pool, observed, observed_y, n, rng, pending=None) -> [(pool row, why), ...]
 
 ``pool``: the candidates (``N x d`` inputs ``X``, ids, CGCNN predictions); ``observed``: pool rows with known gaps
-(prior + trials); ``n``: how many to propose, jointly (a batch for a lab). Engines never see unobserved labels.
+(prior + trials); ``n``: how many to propose, jointly (a batch for a lab); ``pending``: rows proposed earlier whose
+measurement is under way. Engines never see unobserved labels.
 """
 
 from __future__ import annotations
@@ -43,17 +44,28 @@ class Pool:
         return len(self.ids)
 
 
-def _unexplored(pool: Pool, observed: np.ndarray) -> np.ndarray:
+def _unexplored(pool: Pool, observed: np.ndarray, pending: np.ndarray | None = None) -> np.ndarray:
     mask = np.ones(len(pool), dtype=bool)
     mask[observed] = False
+    if pending is not None:
+        mask[pending] = False
     return np.nonzero(mask)[0]
 
 
 class Engine:
+    """Proposes the next crystals of a campaign.
+
+    ``propose(pool, observed, observed_y, n, rng, pending=None)``: ``observed`` (``m`` pool rows) were measured
+    as ``observed_y`` (``m`` gaps); ``pending`` (``p`` rows) were proposed earlier and are being measured — never
+    proposed again, and engines with a model condition on them as on the picks of a joint batch. Returns ``n``
+    (or fewer, when the pool runs out) ``(pool row, why)`` pairs.
+    """
+
     name = "engine"
 
     def propose(self, pool: Pool, observed: np.ndarray, observed_y: np.ndarray, n: int,
-                rng: np.random.Generator) -> list[tuple[int, str]]:  # pragma: no cover - interface
+                rng: np.random.Generator,
+                pending: np.ndarray | None = None) -> list[tuple[int, str]]:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -62,8 +74,8 @@ class RandomEngine(Engine):
 
     name = "random"
 
-    def propose(self, pool, observed, observed_y, n, rng):
-        cand = _unexplored(pool, observed)
+    def propose(self, pool, observed, observed_y, n, rng, pending=None):
+        cand = _unexplored(pool, observed, pending)
         pick = rng.choice(cand, size=min(n, cand.size), replace=False)
         return [(int(i), "random draw") for i in pick]
 
@@ -73,8 +85,8 @@ class PredictedEngine(Engine):
 
     name = "predicted"
 
-    def propose(self, pool, observed, observed_y, n, rng):
-        cand = _unexplored(pool, observed)
+    def propose(self, pool, observed, observed_y, n, rng, pending=None):
+        cand = _unexplored(pool, observed, pending)
         dist = np.abs(pool.prediction[cand] - pool.target)
         order = cand[np.argsort(dist, kind="stable")[:n]]
         return [(int(i), f"CGCNN predicts {pool.prediction[i]:.3f} eV") for i in order]
@@ -135,7 +147,7 @@ class GPEngine(Engine):
         self._params = model.optimizer_array.copy()
         return model
 
-    def propose(self, pool, observed, observed_y, n, rng):
+    def propose(self, pool, observed, observed_y, n, rng, pending=None):
         self._calls += 1
         X = pool.X
         direct = self.acquisition == "ei-f"  # model f = |gap - T| itself
@@ -143,7 +155,12 @@ class GPEngine(Engine):
         obs = list(observed)
         resid = list(np.abs(observed_y - pool.target) if direct else observed_y - base[observed])
         model = self._fit(X[obs], np.asarray(resid))
-        cand = _unexplored(pool, observed)
+        if pending is not None and len(pending):
+            # crystals being measured: believed at the posterior mean (the mean stays, the variance shrinks)
+            obs += [int(i) for i in pending]
+            resid += list(gp_posterior(model)(X[pending])[0])
+            model.set_XY(X[obs], np.asarray(resid)[:, None])
+        cand = _unexplored(pool, observed, pending)
         best = float(np.min(np.abs(observed_y - pool.target))) if len(observed_y) else 1.0
         acq_cls = ACQUISITIONS[self.acquisition]
 

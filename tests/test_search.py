@@ -170,6 +170,11 @@ def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
     res = tmp_path / "res.csv"
     res.write_text("".join(f"{c},{float(gap[int(c[1:])])!r}\n" for c in suggested))
     assert main(["tell", str(out), str(res)]) == 0
+    assert "campaign: 3 measured" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    errs = [abs(float(gap[int(c[1:])]) - T) for c in suggested]
+    assert summary["trials"] == 3 and summary["best_abs_error"] == pytest.approx(min(errs), rel=1e-5)
+    assert (out / "campaign.png").stat().st_size > 1000
     pool, _ = build_pool(store, CampaignSettings(target=T))
     assert [pool.ids[i] for i in Campaign(out).pending(pool)] == more  # the told ones are no longer pending
     assert main(["tell", str(out), str(res)]) == 1

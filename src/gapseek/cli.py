@@ -537,7 +537,10 @@ def cmd_tell(args: argparse.Namespace) -> int:
         raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded)")
     rows = camp.record(pool, list(results.items()), "lab")
     hits = [r["id"] for r in rows if r["hit"]]
-    print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
+    summary = camp.report(len(pool))
+    print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else "")
+          + f"\n  campaign: {summary['trials']} measured, {summary['hits']} hit(s), best |gap - T| "
+          f"{summary['best_abs_error']:.3g} eV -> {camp.dir}/summary.json, campaign.png")
     return 0
 
 

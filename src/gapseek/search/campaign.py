@@ -266,6 +266,26 @@ class Campaign:
         self._next = (path.stat().st_size, next_trial)
         return rows
 
+    def report(self, pool_size: int) -> dict:
+        """Write ``summary.json`` and ``campaign.png`` (best |gap - T| so far, every measured gap) from the log;
+        returns the summary."""
+        from gapseek.search.report import plot_campaign, write_json
+
+        s = self.settings
+        trials = [r for r in self.trials() if r["source"] != "prior"]
+        hits = [r["id"] for r in trials if int(r["hit"])]
+        first = next((int(r["trial"]) for r in trials if int(r["hit"])), s.budget + 1)
+        summary = {"engine": s.engine, "target": s.target, "tolerance": s.tolerance, "budget": s.budget,
+                   "pool": pool_size, "trials": len(trials), "first_hit": first, "found": bool(hits),
+                   "hits": len(hits), "hit_ids": hits,
+                   "best_abs_error": min((float(r["abs_error"]) for r in trials), default=None)}
+        write_json(self.dir / "summary.json", summary)
+        if trials:
+            plot_campaign(self.dir / "campaign.png", [float(r["band_gap"]) for r in trials],
+                          [r["id"] for r in trials], s.target, s.tolerance,
+                          f"{s.engine}: T = {s.target} eV ± {s.tolerance}, pool {pool_size}")
+        return summary
+
     def pending(self, pool: Pool) -> np.ndarray:
         """Pool rows suggested (``suggestions.csv``) and not yet told, oldest suggestion first."""
         path = self.dir / "suggestions.csv"
@@ -290,8 +310,6 @@ def run_search(store: str | Path, labels: dict[str, float], labels_path: str, pr
     engine against the labels until the budget is spent, write ``summary.json`` and ``campaign.png``.
     ``on_trial(row_dict, why)`` is called after each recorded trial."""
     import dataclasses
-
-    from gapseek.search.report import plot_campaign, write_json
 
     pool, truth = build_pool(store, settings, labels, drop_missing=drop_missing)
     out = Path(out)
@@ -318,15 +336,4 @@ def run_search(store: str | Path, labels: dict[str, float], labels_path: str, pr
     if done < settings.budget:
         simulate(pool, truth, make_engine(settings.engine), observed, settings.budget - done, settings.batch,
                  np.random.default_rng(10_000 + settings.seed + done), on_trial=record)
-    trials = [r for r in camp.trials() if r["source"] != "prior"]
-    hits = [r["id"] for r in trials if int(r["hit"])]
-    first = next((int(r["trial"]) for r in trials if int(r["hit"])), settings.budget + 1)
-    summary = {"engine": settings.engine, "target": settings.target, "tolerance": settings.tolerance,
-               "budget": settings.budget, "pool": len(pool), "trials": len(trials), "first_hit": first,
-               "found": first <= settings.budget, "hits": len(hits), "hit_ids": hits,
-               "best_abs_error": min((float(r["abs_error"]) for r in trials), default=None)}
-    write_json(out / "summary.json", summary)
-    plot_campaign(out / "campaign.png", [float(r["band_gap"]) for r in trials], [r["id"] for r in trials],
-                  settings.target, settings.tolerance, f"{settings.engine}: T = {settings.target} eV ± "
-                  f"{settings.tolerance}, pool {len(pool)}")
-    return summary
+    return camp.report(len(pool))

@@ -76,7 +76,7 @@ def main() -> int:
         rankings.append((f"|boosted {state} - T|", boosted))
     for name, p in rankings:
         order = np.argsort(np.abs(p - args.target))
-        first = int(np.argmax(hit[order])) + 1
+        first = int(np.argmax(hit[order])) + 1 if hit.any() else "none"
         print(f"  ranked by {name:<16}: first hit at rank {first:>4}; "
               + ", ".join(f"top {k}: {hit[order[:k]].sum()}" for k in (10, 30, 100, 500, 1000)) + " hits")
     return 0

@@ -16,7 +16,7 @@ from gapseek.pca import fit_pca, load_pca, save_pca
 from gapseek.search.acquisition import ExpectedImprovementAbs, ProbabilityInWindow
 from gapseek.search.benchmark import bootstrap_ratio_ci, random_first_hit_expectation
 from gapseek.search.campaign import Campaign, CampaignSettings, build_pool, draw_prior, simulate
-from gapseek.search.engines import GPEngine, RandomEngine, make_engine
+from gapseek.search.engines import GPEngine, Pool, RandomEngine, make_engine
 from gapseek.store import FeatureRows, StoreWriter
 
 T = 2.534
@@ -113,6 +113,34 @@ def test_batches_are_joint_and_gpyopt_proposes_pool_rows(tmp_path):
     assert len(g) == 1 and g[0][0] not in set(prior.tolist()) and 0 <= g[0][0] < len(pool)
 
 
+@pytest.mark.parametrize("engine", ["gp-ei", "gp-abs"])
+def test_pending_crystals_are_believed_not_only_left_out(engine):
+    # a smooth gap (the GP learns almost no noise) in a pool where every crystal has a twin with the same
+    # descriptors: believing a pending crystal at its mean makes its twin worthless to measure (no expected
+    # improvement left); leaving it out without believing it (here: moving it far away) proposes the twin
+    rng = np.random.default_rng(0)
+    n = 300
+    X = rng.uniform(-2, 2, size=(n, 2))
+    gap = 2.5 + 0.5 * np.sin(X[:, 0]) * np.cos(X[:, 1])
+    truth = np.concatenate([gap, gap])
+
+    def pool_of(Xp):
+        return Pool(ids=[f"c{k}" for k in range(2 * n)], formula=["X"] * (2 * n), X=Xp, prediction=np.zeros(2 * n),
+                    target=T, tolerance=0.01)
+
+    twins = np.vstack([X, X])
+    observed = rng.choice(n, size=30, replace=False)
+    first = make_engine(engine).propose(pool_of(twins), observed, truth[observed], 1, np.random.default_rng(0))[0][0]
+    twin = first + n if first < n else first - n
+    believed = make_engine(engine).propose(pool_of(twins), observed, truth[observed], 1, np.random.default_rng(0),
+                                           pending=np.array([first]))[0][0]
+    far = twins.copy()
+    far[first] += 1e6
+    left_out = make_engine(engine).propose(pool_of(far), observed, truth[observed], 1, np.random.default_rng(0),
+                                           pending=np.array([first]))[0][0]
+    assert left_out == twin and believed not in (first, twin)
+
+
 def test_search_resumes_after_a_crash_and_writes_its_outputs(tmp_path, monkeypatch, capsys):
     store, labels, _ = _synthetic_store(tmp_path)
     out = tmp_path / "camp"
@@ -177,6 +205,14 @@ def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
     assert (out / "campaign.png").stat().st_size > 1000
     pool, _ = build_pool(store, CampaignSettings(target=T))
     assert [pool.ids[i] for i in Campaign(out).pending(pool)] == more  # the told ones are no longer pending
+    # a suggestion that will not be measured is released (and may come again); only pending ids can be
+    assert main(["tell", str(out), "--release", more[0]]) == 0
+    assert [pool.ids[i] for i in Campaign(out).pending(pool)] == more[1:]
+    assert main(["tell", str(out), "--release", more[0], suggested[0]]) == 1
+    assert "2 id(s) are not pending suggestions" in capsys.readouterr().err
+    Campaign(out).log_suggestions([(more[0], "X", "again")])
+    assert [pool.ids[i] for i in Campaign(out).pending(pool)] == [more[1], more[0]]
+    assert main(["tell", str(out)]) == 1
     assert main(["tell", str(out), str(res)]) == 1
     assert "already recorded" in capsys.readouterr().err
     res.write_text("nope,1.0\n")
@@ -243,6 +279,10 @@ def test_benchmark_writes_the_summary_schema(tmp_path, capsys):
         lo, hi = e["acceleration_vs_random_exact_ci95"]
         assert lo <= e["acceleration_vs_random_exact"] <= hi
     assert s["engines"]["random"]["acceleration_vs_random_ci95"] == [1.0, 1.0]
+    bad = ["benchmark", str(store), "--labels", str(labels), "--target", str(T), "--seeds", "0", "--out",
+           str(tmp_path / "b0")]
+    assert main(bad) == 1
+    assert "at least one seed" in capsys.readouterr().err
     assert (out / "curves.png").stat().st_size > 1000
     runs = (out / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 3 * 3
@@ -255,13 +295,13 @@ def test_benchmark_writes_the_summary_schema(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("candidates,hits,budget", [(40, 3, 10), (25, 1, 30), (2082 - 100, 70, 30), (10, 0, 5),
-                                                   (6, 6, 5)])
+                                                   (3, 0, 5), (6, 6, 5), (4, 2, 9)])
 def test_exact_random_first_hit_matches_simulation(candidates, hits, budget):
     rng = np.random.default_rng(candidates + hits)
     n = 20000
     is_hit = np.zeros(candidates, dtype=bool)
     is_hit[:hits] = True
-    orders = rng.permuted(np.tile(is_hit, (n, 1)), axis=1)[:, :budget]
+    orders = rng.permuted(np.tile(is_hit, (n, 1)), axis=1)[:, :budget]  # a budget beyond the pool draws it all
     found = orders.any(axis=1)
     first = np.where(found, orders.argmax(axis=1) + 1, budget + 1)
     exact = random_first_hit_expectation(candidates, hits, budget)
@@ -277,6 +317,7 @@ def test_bootstrap_interval_covers_the_ratio_and_narrows_with_seeds():
     a, b = rng.exponential(20, 400) + 1, rng.exponential(10, 400) + 1
     wide = bootstrap_ratio_ci(a[:20], b[:20], np.random.default_rng(1))
     narrow = bootstrap_ratio_ci(a, b, np.random.default_rng(1))
+    assert bootstrap_ratio_ci(a[:1], b[:1], np.random.default_rng(1)) is None
     assert wide[0] < a[:20].mean() / b[:20].mean() < wide[1]
     assert narrow[0] < a.mean() / b.mean() < narrow[1]
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
@@ -295,6 +336,27 @@ def test_fast_posterior_equals_gpy_predict(kernel):
     fmu, fsd = gp_posterior(model, chunk_bytes=8 * 60 * 70)(Xn)  # 70-row chunks, the last one partial
     np.testing.assert_allclose(fmu, mu[:, 0], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(fsd, np.sqrt(var[:, 0]), rtol=1e-6, atol=1e-9)
+
+
+def test_believed_observations_keep_the_mean_and_shrink_the_variance_only_near_them():
+    from gapseek.search.engines import gp_posterior
+
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-3, 3, size=(30, 2))
+    y = np.sin(X[:, 0]) + 0.05 * rng.normal(size=30)
+    model = GPEngine()._fit(X, y)
+    lengths = np.asarray(model.kern.lengthscale.values)
+    believed = np.array([[0.0, 0.0], [0.3, -0.2], [-0.2, 0.4], [0.1, 0.1]])
+    far = np.array([[3.0, 3.0], [-3.0, -3.0]]) + 10 * lengths  # many lengthscales from any believed point
+    probe = np.vstack([rng.uniform(-3, 3, size=(200, 2)), far])
+    mu0, sd0 = gp_posterior(model)(probe)
+    fantasy = gp_posterior(model)(believed)[0]
+    model.set_XY(np.vstack([X, believed]), np.concatenate([y, fantasy])[:, None])
+    mu1, sd1 = gp_posterior(model)(probe)
+    np.testing.assert_allclose(mu1, mu0, atol=1e-6)
+    assert np.all(sd1 <= sd0 + 1e-9)
+    np.testing.assert_allclose(sd1[-2:], sd0[-2:], rtol=1e-6)
+    assert gp_posterior(model)(believed)[1].max() < 0.5 * sd0.max()
 
 
 def test_classic_expected_improvement_matches_monte_carlo():

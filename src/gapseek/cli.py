@@ -160,13 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign", metavar="DIR")
     p.add_argument("--n", type=int, default=1, help="how many crystals, proposed jointly (default 1)")
     p.add_argument("--ignore-pending", action="store_true",
-                   help="earlier suggestions not yet told may be proposed again (by default they are taken as "
-                        "being measured: never proposed again, and the GP engines account for them)")
+                   help="disregard earlier suggestions not yet told, for this call (by default they are taken "
+                        "as being measured: never proposed again, and the gp engines condition on them)")
     p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("tell", help="record measured band gaps (id,band_gap CSV) in a campaign")
     p.add_argument("campaign", metavar="DIR")
-    p.add_argument("results", metavar="FILE")
+    p.add_argument("results", metavar="FILE", nargs="?", help="id,band_gap CSV of measurements")
+    p.add_argument("--release", nargs="+", metavar="ID", default=[],
+                   help="pending suggestions that will not be measured (they may be proposed again)")
     p.set_defaults(func=cmd_tell)
 
     p = sub.add_parser("benchmark", help="repeat simulated campaigns over seeds and engines; summary + plot")
@@ -504,8 +506,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     observed, y = camp.observed(pool)
     pending = None if args.ignore_pending else camp.pending(pool)
     if pending is not None and pending.size:
-        print(f"{pending.size} earlier suggestion(s) not yet told are taken as being measured (not proposed "
-              f"again; --ignore-pending to propose afresh): {few([pool.ids[i] for i in pending])}")
+        print(f"{pending.size} earlier suggestion(s) not yet told are taken as being measured: "
+              f"{few([pool.ids[i] for i in pending])} (`gapseek tell DIR --release ID...` for those that will not "
+              f"be; --ignore-pending disregards them for this call)")
     rng = np.random.default_rng(camp.settings.seed + len(observed))
     picks = make_engine(camp.settings.engine).propose(pool, observed, y, args.n, rng, pending=pending)
     if not picks:
@@ -520,10 +523,17 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_tell(args: argparse.Namespace) -> int:
-    from gapseek.errors import InputError, few
+    from gapseek.errors import ConfigError, GapseekError, InputError, few
     from gapseek.labels import read_labels
 
+    if not args.results and not args.release:
+        raise ConfigError("tell needs a results FILE (id,band_gap) and/or --release ID...")
     camp, pool = _open_campaign(args.campaign)
+    if args.release:
+        camp.release(pool, args.release)
+        print(f"gapseek tell: released {len(args.release)} suggestion(s): {few(args.release)}")
+    if not args.results:
+        return 0
     results = read_labels(args.results)
     unknown = [c for c in results if c not in pool.index]
     told = {r["id"] for r in camp.trials()}
@@ -537,9 +547,13 @@ def cmd_tell(args: argparse.Namespace) -> int:
         raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded)")
     rows = camp.record(pool, list(results.items()), "lab")
     hits = [r["id"] for r in rows if r["hit"]]
-    summary = camp.report(len(pool))
-    print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else "")
-          + f"\n  campaign: {summary['trials']} measured, {summary['hits']} hit(s), best |gap - T| "
+    print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
+    try:
+        summary = camp.report(len(pool))
+    except (OSError, ValueError, GapseekError) as exc:  # the measurements are safe in trials.csv already
+        log.warning("the campaign summary/plot could not be written (%s); the measurements ARE recorded", exc)
+        return 0
+    print(f"  campaign: {summary['trials']} measured, {summary['hits']} hit(s), best |gap - T| "
           f"{summary['best_abs_error']:.3g} eV -> {camp.dir}/summary.json, campaign.png")
     return 0
 
@@ -575,6 +589,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     def accel(e: dict, key: str) -> str:
         if key not in e:
             return "-"
+        if e[key + "_ci95"] is None:
+            return f"{e[key]:.2f} [one seed]"
         lo, hi = e[key + "_ci95"]
         return f"{e[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gapseek.errors import ConfigError
 from gapseek.search.campaign import CampaignSettings, build_pool, draw_prior, simulate
 from gapseek.search.engines import make_engine
 from gapseek.search.report import engine_summary, plot_benchmark, write_json
@@ -25,6 +26,9 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
     Accelerations are ratios of mean first hits (budget + 1 counted for campaigns without a hit): against the
     simulated ``random`` engine when it ran, and always against random's exact expectation for each seed's prior
     (no sampling noise in the baseline), each with a 95% paired bootstrap interval over the seeds."""
+    if seeds < 1 or not engines:
+        raise ConfigError(f"a benchmark needs at least one seed and one engine; got {seeds} seed(s), engines "
+                          f"{engines or 'none'}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pool, truth = build_pool(store, settings, labels, drop_missing=drop_missing)
@@ -32,7 +36,7 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
     results: dict[str, list] = {e: [] for e in engines}
     exact: list[float] = []  # per seed: random's expected first hit given that seed's prior, exactly
     with open(out / "runs.csv", "w") as fh:
-        fh.write("engine,seed,first_hit,hits,prior_hits,random_expected,seconds\n")
+        fh.write("engine,seed,first_hit,hits,prior_hits,seconds,random_expected\n")
         for seed in range(seeds):
             prior_rows = draw_prior(pool, prior, np.random.default_rng(seed))
             prior_hits = int(np.sum(np.abs(truth[prior_rows] - settings.target) <= settings.tolerance))
@@ -43,7 +47,7 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
                 res = simulate(pool, truth, engine, prior_rows, settings.budget, settings.batch,
                                np.random.default_rng(1000 + seed))
                 results[name].append(res)
-                fh.write(f"{name},{seed},{res.first_hit},{res.hits},{prior_hits},{exact[-1]:.4f},{res.seconds:.2f}\n")
+                fh.write(f"{name},{seed},{res.first_hit},{res.hits},{prior_hits},{res.seconds:.2f},{exact[-1]:.4f}\n")
                 fh.flush()
                 if progress:
                     progress(name, seed, res)
@@ -56,7 +60,7 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "engines": {},
     }
-    boot = np.random.default_rng(12345)
+    boot = np.random.default_rng(12345).integers(seeds, size=(4000, seeds))
     base_runs = results.get("random")
     for name, runs in results.items():
         s = engine_summary([r.first_hit for r in runs], [r.hits for r in runs], settings.budget)
@@ -85,7 +89,10 @@ def random_first_hit_expectation(candidates: int, hits: int, budget: int) -> flo
     from scipy.special import gammaln
 
     if candidates < 0 or not 0 <= hits <= candidates or budget < 0:
-        raise ValueError(f"need 0 <= hits <= candidates and budget >= 0; got {hits}, {candidates}, {budget}")
+        raise ValueError(f"need 0 <= hits <= candidates and budget >= 0; got hits={hits}, "
+                         f"candidates={candidates}, budget={budget}")
+    if hits == 0:
+        return float(budget + 1)  # never a hit, however many crystals there are to draw
     t = np.arange(budget + 1, dtype=float)
     misses = candidates - hits
     ok = t <= misses
@@ -94,11 +101,15 @@ def random_first_hit_expectation(candidates: int, hits: int, budget: int) -> flo
     return float(np.sum(np.where(ok, np.exp(logp), 0.0)))
 
 
-def bootstrap_ratio_ci(numerator: np.ndarray, denominator: np.ndarray, rng: np.random.Generator,
-                       resamples: int = 4000) -> list[float]:
-    """95% percentile interval of ``mean(numerator) / mean(denominator)``, seeds resampled in pairs (``n``,
-    ``n``)."""
+def bootstrap_ratio_ci(numerator: np.ndarray, denominator: np.ndarray,
+                       idx: np.ndarray | np.random.Generator) -> list[float] | None:
+    """95% percentile interval of ``mean(numerator) / mean(denominator)`` (both ``n``, paired by seed) over
+    bootstrap resamples of the seeds: ``idx`` (``resamples x n`` seed indices, shared by every comparison of a
+    benchmark so that they are paired too) or a generator that draws 4,000. None for fewer than 2 seeds."""
     n = len(numerator)
-    idx = rng.integers(n, size=(resamples, n))
+    if n < 2:
+        return None
+    if isinstance(idx, np.random.Generator):
+        idx = idx.integers(n, size=(4000, n))
     ratios = numerator[idx].mean(axis=1) / denominator[idx].mean(axis=1)
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]

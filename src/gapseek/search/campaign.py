@@ -233,16 +233,18 @@ class Campaign:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def log_suggestions(self, rows: list[tuple[str, str, str]]) -> None:
+    def log_suggestions(self, rows: list[tuple[str, str, str]], event: str = "suggested") -> None:
+        """Append ``(id, formula, why)`` rows to ``suggestions.csv`` as ``suggested`` (in flight until told) or
+        ``released`` (will not be measured: no longer in flight)."""
         path = self.dir / "suggestions.csv"
         new = not path.exists()
         with open(path, "a", newline="") as fh:
             w = csv.writer(fh)
             if new:
-                w.writerow(["time", "id", "formula", "why"])
+                w.writerow(["time", "id", "formula", "why", "event"])
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             for r in rows:
-                w.writerow([stamp, *r])
+                w.writerow([stamp, *r, event])
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -287,15 +289,33 @@ class Campaign:
         return summary
 
     def pending(self, pool: Pool) -> np.ndarray:
-        """Pool rows suggested (``suggestions.csv``) and not yet told, oldest suggestion first."""
+        """Pool rows suggested (``suggestions.csv``), neither told nor released since, oldest suggestion first."""
         path = self.dir / "suggestions.csv"
         if not path.is_file():
             return np.zeros(0, dtype=np.int64)
         told = {r["id"] for r in self.trials()}
+        state: dict[str, bool] = {}
         with open(path, newline="") as fh:
-            ids = [r["id"] for r in csv.DictReader(fh) if r.get("id")]
-        out = [pool.index[c] for c in dict.fromkeys(ids) if c not in told and c in pool.index]
+            for r in csv.DictReader(fh):
+                if r.get("id"):
+                    in_flight = r.get("event", "suggested") != "released"
+                    if in_flight and state.get(r["id"]):
+                        continue  # suggested again while in flight: keeps its first place
+                    state.pop(r["id"], None)
+                    state[r["id"]] = in_flight
+        out = [pool.index[c] for c, live in state.items() if live and c not in told and c in pool.index]
         return np.asarray(out, dtype=np.int64)
+
+    def release(self, pool: Pool, ids: list[str]) -> None:
+        """Mark pending suggestions as not to be measured (they may be proposed again); unknown or not pending ids
+        are an error and nothing is written."""
+        pending = {pool.ids[i] for i in self.pending(pool)}
+        wrong = [c for c in ids if c not in pending]
+        if wrong:
+            raise InputError(f"{len(wrong)} id(s) are not pending suggestions of {self.dir}: {few(wrong)} "
+                             f"(pending: {few(sorted(pending)) or 'none'}; nothing was released)")
+        self.log_suggestions([(c, pool.formula[pool.index[c]], "released by tell --release") for c in ids],
+                             event="released")
 
     def observed(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
         rows = self.trials()

@@ -57,7 +57,8 @@ class Engine:
 
     ``propose(pool, observed, observed_y, n, rng, pending=None)``: ``observed`` (``m`` pool rows) were measured
     as ``observed_y`` (``m`` gaps); ``pending`` (``p`` rows) were proposed earlier and are being measured — never
-    proposed again, and engines with a model condition on them as on the picks of a joint batch. Returns ``n``
+    proposed again, and the ``gp`` engines condition on them as on the earlier picks of a joint batch (``gpyopt``
+    only leaves them out). Returns ``n``
     (or fewer, when the pool runs out) ``(pool row, why)`` pairs.
     """
 
@@ -131,7 +132,7 @@ class GPEngine(Engine):
 
         d = X.shape[1]
         kern = (GPy.kern.Matern52(d, ARD=True) if self.kernel == "matern52" else GPy.kern.RBF(d, ARD=True))
-        model = GPy.models.GPRegression(X, r[:, None], kern, normalizer=True)
+        model = GPy.models.GPRegression(X, r[:, None], kern, normalizer=_frozen_standardize())
         model.Gaussian_noise.variance.constrain_bounded(1e-6, 10.0, warning=False)
         kern.lengthscale.constrain_bounded(1e-2, 1e3, warning=False)
         refit = self._params is None or self._calls % self.refit_every == 0
@@ -155,13 +156,23 @@ class GPEngine(Engine):
         obs = list(observed)
         resid = list(np.abs(observed_y - pool.target) if direct else observed_y - base[observed])
         model = self._fit(X[obs], np.asarray(resid))
-        if pending is not None and len(pending):
-            # crystals being measured: believed at the posterior mean (the mean stays, the variance shrinks)
-            obs += [int(i) for i in pending]
-            resid += list(gp_posterior(model)(X[pending])[0])
-            model.set_XY(X[obs], np.asarray(resid)[:, None])
-        cand = _unexplored(pool, observed, pending)
         best = float(np.min(np.abs(observed_y - pool.target))) if len(observed_y) else 1.0
+
+        def believed_distance(mean_resid: np.ndarray, rows: np.ndarray) -> float:
+            """The incumbent |gap - T| implied by believing these crystals measured at their posterior mean."""
+            return float(np.min(mean_resid if direct else np.abs(mean_resid + base[rows] - pool.target)))
+
+        if pending is not None and len(pending):
+            # crystals being measured: believed at their posterior mean, like the earlier picks of a joint batch
+            # (the mean stays, the variance shrinks near them, the GP keeps the scale of the real observations,
+            # and the incumbent includes them)
+            pending = np.asarray(pending, dtype=np.int64)
+            believed = gp_posterior(model)(X[pending])[0]
+            obs += [int(i) for i in pending]
+            resid += list(believed)
+            model.set_XY(X[obs], np.asarray(resid)[:, None])
+            best = min(best, believed_distance(believed, pending))
+        cand = _unexplored(pool, observed, pending)
         acq_cls = ACQUISITIONS[self.acquisition]
 
         def score(rows: np.ndarray, post) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,6 +200,7 @@ class GPEngine(Engine):
             obs.append(i)
             resid.append(means[k] - base[i])
             model.set_XY(X[obs], np.asarray(resid)[:, None])
+            best = min(best, believed_distance(np.array([resid[-1]]), np.array([i])))
             keep = np.ones(cand.size, dtype=bool)
             keep[k] = False
             cand, scores = cand[keep], scores[keep]
@@ -197,6 +209,19 @@ class GPEngine(Engine):
                 cand = cand[top]
             scores, means, sds = score(cand, gp_posterior(model))
         return picks
+
+
+def _frozen_standardize():
+    """GPy's ``Standardize`` normaliser, fixed by the first data it sees: believed (fantasy) observations added
+    later with ``set_XY`` must not re-scale the GP, or the posterior would shift everywhere."""
+    from GPy.util.normalizer import Standardize
+
+    class FrozenStandardize(Standardize):
+        def scale_by(self, Y):
+            if self.mean is None:
+                super().scale_by(Y)
+
+    return FrozenStandardize()
 
 
 def gp_posterior(model, chunk_bytes: int = 1 << 18) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -13,7 +13,7 @@ from gapseek.search.campaign import CampaignSettings, build_pool, draw_prior, si
 from gapseek.search.engines import make_engine
 from gapseek.search.report import engine_summary, plot_benchmark, write_json
 
-__all__ = ["bootstrap_ratio_ci", "random_first_hit_expectation", "run_benchmark"]
+__all__ = ["bootstrap_ratio_ci", "random_first_hit_expectation", "random_survival", "run_benchmark"]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,15 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
     hits_in_pool = int(np.sum(np.abs(truth - settings.target) <= settings.tolerance))
     results: dict[str, list] = {e: [] for e in engines}
     exact: list[float] = []  # per seed: random's expected first hit given that seed's prior, exactly
+    exact_found: list[np.ndarray] = []  # per seed: random's P(a hit by trial t), t = 1..budget
     with open(out / "runs.csv", "w") as fh:
         fh.write("engine,seed,first_hit,hits,prior_hits,seconds,random_expected\n")
         for seed in range(seeds):
             prior_rows = draw_prior(pool, prior, np.random.default_rng(seed))
             prior_hits = int(np.sum(np.abs(truth[prior_rows] - settings.target) <= settings.tolerance))
-            exact.append(random_first_hit_expectation(len(pool) - len(prior_rows), hits_in_pool - prior_hits,
-                                                      settings.budget))
+            surv = random_survival(len(pool) - len(prior_rows), hits_in_pool - prior_hits, settings.budget)
+            exact.append(float(surv.sum()))
+            exact_found.append(1.0 - surv[1:])
             for name in engines:
                 engine = make_engine(name)
                 res = simulate(pool, truth, engine, prior_rows, settings.budget, settings.batch,
@@ -76,29 +78,36 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
     write_json(out / "summary.json", summary)
     curves = {name: np.array([r.best_curve for r in runs if len(r.best_curve) == settings.budget])
               for name, runs in results.items()}
-    plot_benchmark(out / "curves.png", {k: v for k, v in curves.items() if v.size}, settings.tolerance,
+    plot_benchmark(out / "curves.png", {k: v for k, v in curves.items() if v.size},
+                   {name: np.array([r.first_hit for r in runs]) for name, runs in results.items()},
+                   np.mean(exact_found, axis=0), settings.tolerance,
                    f"T = {settings.target} eV ± {settings.tolerance}, pool {len(pool)} ({hits_in_pool} hits), "
                    f"prior {prior}, {seeds} seeds")
     return summary
 
 
-def random_first_hit_expectation(candidates: int, hits: int, budget: int) -> float:
-    """Exact ``E[min(X, budget + 1)]`` for X the trial of the first hit when crystals are drawn at random without
-    replacement from ``candidates`` of which ``hits`` are hits: ``sum_{t=0..budget} P(X > t)`` with
-    ``P(X > t) = C(candidates - hits, t) / C(candidates, t)``."""
+def random_survival(candidates: int, hits: int, budget: int) -> np.ndarray:
+    """``P(X > t)`` for ``t = 0..budget`` (``budget + 1``), X the trial of the first hit when crystals are drawn at
+    random without replacement from ``candidates`` of which ``hits`` are hits:
+    ``C(candidates - hits, t) / C(candidates, t)`` (1 for every t when there is no hit to find)."""
     from scipy.special import gammaln
 
     if candidates < 0 or not 0 <= hits <= candidates or budget < 0:
         raise ValueError(f"need 0 <= hits <= candidates and budget >= 0; got hits={hits}, "
                          f"candidates={candidates}, budget={budget}")
-    if hits == 0:
-        return float(budget + 1)  # never a hit, however many crystals there are to draw
     t = np.arange(budget + 1, dtype=float)
+    if hits == 0:
+        return np.ones_like(t)  # never a hit, however many crystals there are to draw
     misses = candidates - hits
     ok = t <= misses
     tt = np.where(ok, t, 0.0)
     logp = gammaln(misses + 1) - gammaln(misses - tt + 1) - gammaln(candidates + 1) + gammaln(candidates - tt + 1)
-    return float(np.sum(np.where(ok, np.exp(logp), 0.0)))
+    return np.where(ok, np.exp(logp), 0.0)
+
+
+def random_first_hit_expectation(candidates: int, hits: int, budget: int) -> float:
+    """Exact ``E[min(X, budget + 1)] = sum_{t=0..budget} P(X > t)`` (see :func:`random_survival`)."""
+    return float(np.sum(random_survival(candidates, hits, budget)))
 
 
 def bootstrap_ratio_ci(numerator: np.ndarray, denominator: np.ndarray,

@@ -140,7 +140,7 @@ class SimResult:
     seed: int
     first_hit: int  # trial number of the first hit; budget + 1 when none
     hits: int
-    best_curve: list[float]  # best |gap - T| after each trial
+    best_curve: list[float]  # best |gap - T| among the campaign's trials (not the prior) after each trial
     trials: list[tuple[int, str, float]]  # (trial, id, gap)
     seconds: float
 
@@ -151,7 +151,7 @@ def simulate(pool: Pool, truth: np.ndarray, engine: Engine, prior_rows: np.ndarr
     t0 = time.perf_counter()
     observed = list(int(r) for r in prior_rows)
     y = list(truth[prior_rows])
-    best = float(np.min(np.abs(np.asarray(y) - pool.target)))
+    best = np.inf  # over the campaign's own trials: the prior's best would flatten every curve
     curve, trials = [], []
     first_hit, hits = budget + 1, 0
     trial = 0

@@ -66,21 +66,36 @@ def plot_campaign(path: str | Path, gaps: list[float], ids: list[str], target: f
     plt.close(fig)
 
 
-def plot_benchmark(path: str | Path, curves: dict[str, np.ndarray], tolerance: float, title: str) -> None:
-    """Median best |gap - T| per trial with the 25-75% band, one line per engine (``curves``: runs x trials)."""
+def plot_benchmark(path: str | Path, curves: dict[str, np.ndarray], first_hits: dict[str, np.ndarray],
+                   random_found: np.ndarray, tolerance: float, title: str) -> None:
+    """Left: the share of campaigns with a hit by each trial, per engine (``first_hits``: one trial number per
+    run, budget + 1 for none), with random's exact expectation (``random_found``: ``budget``). Right: the median
+    best |gap - T| among each campaign's trials, with the 25-75% band (``curves``: runs x trials)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for k, (name, c) in enumerate(curves.items()):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    budget = len(random_found)
+    t = np.arange(1, budget + 1)
+    colour = {name: f"C{k}" for k, name in enumerate(first_hits)}
+    for name, fh in first_hits.items():
+        found = (np.asarray(fh)[:, None] <= t[None, :]).mean(axis=0)
+        left.step(t, found, where="post", color=colour[name], label=f"{name} ({len(fh)} runs)")
+    left.plot(t, random_found, color="k", ls="--", lw=1.2, label="random, exact expectation")
+    left.set_xlabel("trial")
+    left.set_ylabel("campaigns with a hit so far")
+    left.set_ylim(0, 1)
+    left.legend(fontsize=8)
+    for name, c in curves.items():
         c = np.maximum(c, 1e-4)
         x = np.arange(1, c.shape[1] + 1)
-        ax.plot(x, np.median(c, axis=0), color=f"C{k}", label=f"{name} (median of {c.shape[0]})")
-        ax.fill_between(x, np.percentile(c, 25, axis=0), np.percentile(c, 75, axis=0), color=f"C{k}", alpha=0.15)
-    ax.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g} eV")
-    ax.set_yscale("log")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("best |gap - target| so far (eV)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+        right.plot(x, np.median(c, axis=0), color=colour[name], label=f"{name} (median)")
+        right.fill_between(x, np.percentile(c, 25, axis=0), np.percentile(c, 75, axis=0), color=colour[name],
+                           alpha=0.12)
+    right.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g} eV")
+    right.set_yscale("log")
+    right.set_xlabel("trial")
+    right.set_ylabel("best |gap - target| among the campaign's trials (eV)")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -12,7 +12,7 @@ import pytest
 from gapseek.cli import main
 from gapseek.errors import ConfigError, InputError
 from gapseek.labels import read_labels
-from gapseek.pca import fit_pca, load_pca, save_pca
+from gapseek.pca import fit_pca, iter_vectors, load_pca, project, read_vectors, save_pca
 from gapseek.search.acquisition import ExpectedImprovementAbs, ProbabilityInWindow
 from gapseek.search.benchmark import bootstrap_ratio_ci, random_first_hit_expectation
 from gapseek.search.campaign import Campaign, CampaignSettings, build_pool, draw_prior, simulate
@@ -72,6 +72,15 @@ def test_pca_is_persisted_and_incremental_agrees_with_full(tmp_path, capsys):
         assert f["pca/both"].attrs["method"].startswith("incremental")
     with pytest.raises(ConfigError, match="between 1 and"):
         fit_pca(store, 97, "both")
+    # block-wise reads and projections equal a plain read, for all rows and for a subset across blocks
+    with h5py.File(store / "features.h5", "r") as f:
+        both = np.hstack([f["hidden"][()], f["pooled"][()]]).astype(np.float64)
+    rows = np.sort(np.random.default_rng(1).choice(len(both), size=77, replace=False))
+    np.testing.assert_array_equal(np.vstack(list(iter_vectors(store, "both", rows, block=64))), both[rows])
+    np.testing.assert_allclose(project(store, inc, rows), inc.transform(both[rows]), rtol=1e-12)
+    assert project(store, inc).shape == (len(both), 3) and read_vectors(store, "hidden", rows[:0]).shape == (0, 32)
+    with pytest.raises(ConfigError, match="sorted, unique"):
+        read_vectors(store, "pooled", rows[::-1])
 
 
 def test_gp_engine_beats_random_where_the_descriptors_carry_the_gap(tmp_path):

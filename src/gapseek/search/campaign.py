@@ -21,7 +21,7 @@ import numpy as np
 
 from gapseek import __version__
 from gapseek.errors import ConfigError, GapseekWarning, InputError, StoreError, few
-from gapseek.pca import fit_pca, load_pca, read_vectors, save_pca
+from gapseek.pca import fit_pca, load_pca, project, read_vectors, save_pca
 from gapseek.search.engines import Engine, Pool, make_engine
 from gapseek.store import FEATURES_FILE
 
@@ -106,15 +106,18 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
         if pca is None or pca.components.shape[0] < settings.components:
             pca = fit_pca(f5, settings.components, settings.vector)
             save_pca(f5, pca)
-        X = pca.transform(read_vectors(f5, settings.vector, rows))[:, : settings.components]
+        X = project(f5, pca, None if rows.size == len(ids) else rows)[:, : settings.components]
     else:
-        X = read_vectors(f5, settings.vector, rows)
+        X = read_vectors(f5, settings.vector, None if rows.size == len(ids) else rows)
     if settings.prediction_input:
         X = np.hstack([X, prediction[rows, None]])
     sd = X.std(axis=0)
     X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    pool = Pool([ids[k] for k in rows], [formula[k] for k in rows], X, prediction[rows], settings.target,
-                settings.tolerance)
+    if rows.size == len(ids):  # the whole store: its id index is the pool's
+        pool = Pool(ids, formula, X, prediction, settings.target, settings.tolerance, index)
+    else:
+        pool = Pool([ids[k] for k in rows], [formula[k] for k in rows], X, prediction[rows], settings.target,
+                    settings.tolerance)
     return pool, truth
 
 

@@ -97,9 +97,30 @@ start() {
     stop; return 1
 }
 
+# slurmstepd processes of this cluster: they daemonize (parent 1) but keep this cluster's slurmd.log open
+our_stepds() {
+    local d pid
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        [ "$(cat "$d/comm" 2>/dev/null)" = slurmstepd ] || continue
+        if find "$d/fd" -maxdepth 1 -lname "$STATE/*" 2>/dev/null | grep -q .; then echo "$pid"; fi
+    done
+}
+
 stop() {
     [ -f "$STATE/pids" ] || { echo "local-slurm: nothing started here"; return 0; }
     read -r -a pids <<< "$(tr '\n' ' ' < "$STATE/pids")"
+    # jobs still queued or running are cancelled, and their steps given time to finish and report
+    local jobs
+    jobs=$(SLURM_CONF=$CONF squeue -h -o %A 2>/dev/null | tr '\n' ' ' || true)
+    if [ -n "${jobs// /}" ]; then
+        # shellcheck disable=SC2086
+        SLURM_CONF=$CONF scancel $jobs 2>/dev/null || true
+    fi
+    for _ in $(seq 100); do
+        [ -z "$(SLURM_CONF=$CONF squeue -h 2>/dev/null)" ] && [ -z "$(our_stepds)" ] && break
+        sleep 0.2
+    done
     # slurmd, slurmctld, then munged; each only if it is still the process we started
     for ((k = ${#pids[@]} - 1; k >= 0; k--)); do
         pid=${pids[k]}
@@ -108,6 +129,17 @@ stop() {
     for pid in "${pids[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     done
+    # a step daemon left without its slurmd would linger: ours are ended too
+    local left
+    left=$(our_stepds | tr '\n' ' ')
+    if [ -n "${left// /}" ]; then
+        # shellcheck disable=SC2086
+        kill $left 2>/dev/null || true
+        sleep 1
+        # shellcheck disable=SC2086
+        kill -9 $(our_stepds) 2>/dev/null || true
+        echo "local-slurm: ended leftover step daemon(s) $left"
+    fi
     rm -f "$STATE/pids"
     echo "local-slurm: stopped ${pids[*]}"
 }

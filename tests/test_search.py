@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import h5py
@@ -221,6 +222,18 @@ def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
     assert "2 id(s) are not pending suggestions" in capsys.readouterr().err
     Campaign(out).log_suggestions([(more[0], "X", "again")])
     assert [pool.ids[i] for i in Campaign(out).pending(pool)] == [more[1], more[0]]
+    # a log from before the event column is upgraded in place before anything is appended to it
+    log = out / "suggestions.csv"
+    with open(log, newline="") as fh:
+        old_rows = [r[:4] for r in csv.reader(fh)][1:]
+    with open(log, "w", newline="") as fh:
+        csv.writer(fh).writerows([["time", "id", "formula", "why"], *old_rows])
+    Campaign(out).release(pool, [more[1]])  # every old row counts as suggested: more[0] is in flight again
+    with open(log, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["time", "id", "formula", "why", "event"] and len(rows) == 1 + len(old_rows) + 1
+    assert [r[4] for r in rows[1:]] == ["suggested"] * len(old_rows) + ["released"]
+    assert [pool.ids[i] for i in Campaign(out).pending(pool)] == [more[0]]
     assert main(["tell", str(out)]) == 1
     assert main(["tell", str(out), str(res)]) == 1
     assert "already recorded" in capsys.readouterr().err

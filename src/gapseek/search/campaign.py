@@ -30,6 +30,7 @@ __all__ = ["CAMPAIGN_FORMAT", "Campaign", "CampaignSettings", "build_pool", "dra
 log = logging.getLogger(__name__)
 
 CAMPAIGN_FORMAT = 1
+SUGGESTION_FIELDS = ["time", "id", "formula", "why", "event"]
 TRIAL_FIELDS = ["trial", "id", "formula", "band_gap", "abs_error", "hit", "engine", "source"]
 
 
@@ -241,10 +242,12 @@ class Campaign:
         ``released`` (will not be measured: no longer in flight)."""
         path = self.dir / "suggestions.csv"
         new = not path.exists()
+        if not new:
+            self._upgrade_suggestions(path)
         with open(path, "a", newline="") as fh:
             w = csv.writer(fh)
             if new:
-                w.writerow(["time", "id", "formula", "why", "event"])
+                w.writerow(SUGGESTION_FIELDS)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             for r in rows:
                 w.writerow([stamp, *r, event])
@@ -290,6 +293,22 @@ class Campaign:
                           [r["id"] for r in trials], s.target, s.tolerance,
                           f"{s.engine}: T = {s.target} eV ± {s.tolerance}, pool {pool_size}")
         return summary
+
+    @staticmethod
+    def _upgrade_suggestions(path: Path) -> None:
+        """A log written before suggestions had an ``event`` column gets one (every row ``suggested``), atomically."""
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or rows[0] == SUGGESTION_FIELDS:
+            return
+        tmp = path.with_name(".suggestions.csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(SUGGESTION_FIELDS)
+            w.writerows(r[:4] + ["suggested"] for r in rows[1:] if r)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
     def pending(self, pool: Pool) -> np.ndarray:
         """Pool rows suggested (``suggestions.csv``), neither told nor released since, oldest suggestion first."""

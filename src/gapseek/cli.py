@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", default="random,predicted,gp", help="comma-separated engine names")
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("export", help="write a store as CSV (id, formula, prediction, pooled*, hidden*)")
@@ -574,12 +575,27 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
         raise ConfigError("benchmark draws the prior per seed: --prior takes a number")
 
-    def progress(name, seed, res):
-        print(f"seed {seed:>3} {name:<12} first hit {res.first_hit:>4}  hits {res.hits}  ({res.seconds:.1f} s)",
-              flush=True)
+    bar = None
+    if not args.verbose and not args.no_progress and sys.stderr.isatty():
+        from tqdm import tqdm
 
-    summary = run_benchmark(args.store, read_labels(args.labels), settings, engines, args.seeds, prior, args.out,
-                            drop_missing=args.drop_missing, progress=progress if args.verbose else None)
+        bar = tqdm(total=max(args.seeds, 0) * len(engines), unit="campaign", dynamic_ncols=True)
+
+    def progress(name, seed, res):
+        if bar is not None:
+            bar.set_postfix_str(f"seed {seed} {name}: first hit {res.first_hit}", refresh=False)
+            bar.update(1)
+        else:
+            print(f"seed {seed:>3} {name:<12} first hit {res.first_hit:>4}  hits {res.hits}  ({res.seconds:.1f} s)",
+                  flush=True)
+
+    try:
+        summary = run_benchmark(args.store, read_labels(args.labels), settings, engines, args.seeds, prior,
+                                args.out, drop_missing=args.drop_missing,
+                                progress=progress if args.verbose or bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     st = summary["setting"]
     print(f"\npool {st['pool']} ({st['hits_in_pool']} hits), budget {st['budget']}, prior {st['prior']}, "
           f"{st['seeds']} seeds; random's exact expected first hit {st['random_exact_first_hit_mean']:.1f}")

@@ -121,6 +121,14 @@ def test_batches_are_joint_and_gpyopt_proposes_pool_rows(tmp_path):
         assert first != again and again not in set(prior.tolist())
     g = make_engine("gpyopt").propose(pool, prior, truth[prior], 1, np.random.default_rng(0))
     assert len(g) == 1 and g[0][0] not in set(prior.tolist()) and 0 <= g[0][0] < len(pool)
+    # gpyopt is reproducible from the campaign's generator, whatever numpy's global state, and leaves that state
+    picks = set()
+    for s in range(4):
+        np.random.seed(s)
+        before = np.random.get_state()[1].copy()
+        picks.add(make_engine("gpyopt").propose(pool, prior, truth[prior], 1, np.random.default_rng(7))[0][0])
+        np.testing.assert_array_equal(np.random.get_state()[1], before)
+    assert len(picks) == 1
 
 
 @pytest.mark.parametrize("engine", ["gp-ei", "gp-abs"])

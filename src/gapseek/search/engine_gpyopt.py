@@ -27,14 +27,22 @@ class GPyOptEngine(Engine):
         cand = _unexplored(pool, observed, pending)  # crystals being measured leave the bandit domain
         Xc = pool.X[cand]
         Y = np.abs(observed_y - pool.target)[:, None]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            bo = GPyOpt.methods.BayesianOptimization(
-                f=None, domain=[{"name": "crystal", "type": "bandit", "domain": Xc}],
-                X=pool.X[observed], Y=Y, acquisition_type="EI", normalize_Y=True, exact_feval=False,
-                batch_size=n, evaluator_type="local_penalization" if n > 1 else "sequential",
-                de_duplication=True)
-            nxt = bo.suggest_next_locations()
+        # GPyOpt (and GPy's optimiser restarts under it) draw from numpy's global random state: seed it from the
+        # campaign's generator, and give the caller's global state back, so a run is reproducible whatever ran
+        # before it in the process
+        saved = np.random.get_state()
+        np.random.seed(int(rng.integers(2**32)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bo = GPyOpt.methods.BayesianOptimization(
+                    f=None, domain=[{"name": "crystal", "type": "bandit", "domain": Xc}],
+                    X=pool.X[observed], Y=Y, acquisition_type="EI", normalize_Y=True, exact_feval=False,
+                    batch_size=n, evaluator_type="local_penalization" if n > 1 else "sequential",
+                    de_duplication=True)
+                nxt = bo.suggest_next_locations()
+        finally:
+            np.random.set_state(saved)
         lookup = {row.tobytes(): int(k) for k, row in zip(cand, Xc)}
         picks = []
         for row in np.atleast_2d(nxt):

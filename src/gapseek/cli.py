@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign", metavar="DIR")
     p.add_argument("results", metavar="FILE", nargs="?", help="id,band_gap CSV of measurements")
     p.add_argument("--release", nargs="+", metavar="ID", default=[],
-                   help="pending suggestions that will not be measured (they may be proposed again)")
+                   help="pending suggestions that will not be measured (they may be proposed again); put FILE "
+                        "before --release")
     p.set_defaults(func=cmd_tell)
 
     p = sub.add_parser("benchmark", help="repeat simulated campaigns over seeds and engines; summary + plot")
@@ -530,12 +531,7 @@ def cmd_tell(args: argparse.Namespace) -> int:
     if not args.results and not args.release:
         raise ConfigError("tell needs a results FILE (id,band_gap) and/or --release ID...")
     camp, pool = _open_campaign(args.campaign)
-    if args.release:
-        camp.release(pool, args.release)
-        print(f"gapseek tell: released {len(args.release)} suggestion(s): {few(args.release)}")
-    if not args.results:
-        return 0
-    results = read_labels(args.results)
+    results = read_labels(args.results) if args.results else {}
     unknown = [c for c in results if c not in pool.index]
     told = {r["id"] for r in camp.trials()}
     again = [c for c in results if c in told]
@@ -545,7 +541,12 @@ def cmd_tell(args: argparse.Namespace) -> int:
             parts.append(f"{len(unknown)} id(s) not in the campaign's store: {few(unknown)}")
         if again:
             parts.append(f"{len(again)} id(s) already recorded: {few(again)}")
-        raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded)")
+        raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded or released)")
+    if args.release:  # checked before anything is written, like the results
+        camp.release(pool, args.release)
+        print(f"gapseek tell: released {len(args.release)} suggestion(s): {few(args.release)}")
+    if not results:
+        return 0
     rows = camp.record(pool, list(results.items()), "lab")
     hits = [r["id"] for r in rows if r["hit"]]
     print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))

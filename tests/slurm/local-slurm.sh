@@ -13,6 +13,7 @@
 set -euo pipefail
 
 STATE=${GAPSEEK_SLURM_STATE:-/tmp/gapseek-slurm-$(id -u)}
+STATE=$(realpath -m "$STATE")  # absolute, no trailing slash: step daemons are recognised by paths under it
 CPUS=${GAPSEEK_SLURM_CPUS:-8}
 PORT=${GAPSEEK_SLURM_PORT:-6917}
 MAX_ARRAY=${GAPSEEK_SLURM_MAX_ARRAY:-1001}
@@ -103,7 +104,10 @@ our_stepds() {
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
         [ "$(cat "$d/comm" 2>/dev/null)" = slurmstepd ] || continue
-        if find "$d/fd" -maxdepth 1 -lname "$STATE/*" 2>/dev/null | grep -q .; then echo "$pid"; fi
+        # -print -quit, not a pipe: under pipefail a find that fails on a vanishing fd would hide the match
+        if [ -n "$(find "$d/fd" -maxdepth 1 -lname "$STATE/*" -print -quit 2>/dev/null || true)" ]; then
+            echo "$pid"
+        fi
     done
 }
 
@@ -124,7 +128,7 @@ stop() {
     # slurmd, slurmctld, then munged; each only if it is still the process we started
     for ((k = ${#pids[@]} - 1; k >= 0; k--)); do
         pid=${pids[k]}
-        if kill -0 "$pid" 2>/dev/null; then kill "$pid"; fi
+        if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi  # it may have just exited
     done
     for pid in "${pids[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -241,7 +241,7 @@ class Campaign:
         """Append ``(id, formula, why)`` rows to ``suggestions.csv`` as ``suggested`` (in flight until told) or
         ``released`` (will not be measured: no longer in flight)."""
         path = self.dir / "suggestions.csv"
-        new = not path.exists()
+        new = not path.exists() or path.stat().st_size == 0  # empty: a crash before its header was written
         if not new:
             self._upgrade_suggestions(path)
         with open(path, "a", newline="") as fh:

@@ -206,3 +206,34 @@ def test_pipeline_chains_index_array_merge_and_search(slurm, tmp_path):
     with h5py.File(store / "features.h5", "r") as f:
         assert f.attrs["num_shards"] == 2 and f["ids"].shape[0] + f["failures/ids"].shape[0] == 300
     assert "featurize shards 0..1" in logs and "merge: job" in logs and "search: job" in logs
+
+
+def test_stop_ends_a_step_daemon_left_without_its_slurmd(tmp_path):
+    """A slurmstepd whose slurmd is gone lingers (it blocks SIGTERM); `stop` ends those of its own cluster only —
+    recognised by a file open under the cluster's state directory. Stand-ins named slurmstepd (a copy of
+    `sleep`) play the step daemons: one holding a file in this state directory, one in another."""
+    sleep = shutil.which("sleep")
+    if shutil.which("bash") is None or sleep is None:
+        pytest.skip("bash or sleep missing")
+    state, other = tmp_path / "state", tmp_path / "other"
+    state.mkdir()
+    other.mkdir()
+    fake = tmp_path / "bin" / "slurmstepd"
+    fake.parent.mkdir()
+    shutil.copy(sleep, fake)
+    with open(state / "slurmd.log", "w") as ours_log, open(other / "slurmd.log", "w") as their_log:
+        ours = subprocess.Popen([str(fake), "300"], stdout=ours_log)
+        theirs = subprocess.Popen([str(fake), "300"], stdout=their_log)
+    try:
+        (state / "pids").write_text("999999999\n")  # "started" daemons, long gone
+        env = dict(os.environ, GAPSEEK_SLURM_STATE=str(state), GAPSEEK_SLURM_PORT="1")
+        res = subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert f"ended leftover step daemon(s) {ours.pid}" in res.stdout
+        assert ours.wait(timeout=10) is not None
+        assert theirs.poll() is None  # another cluster's step daemon is left alone
+    finally:
+        for p in (ours, theirs):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -114,17 +114,22 @@ our_stepds() {
 stop() {
     [ -f "$STATE/pids" ] || { echo "local-slurm: nothing started here"; return 0; }
     read -r -a pids <<< "$(tr '\n' ' ' < "$STATE/pids")"
-    # jobs still queued or running are cancelled, and their steps given time to finish and report
-    local jobs
-    jobs=$(SLURM_CONF=$CONF squeue -h -o %A 2>/dev/null | tr '\n' ' ' || true)
-    if [ -n "${jobs// /}" ]; then
-        # shellcheck disable=SC2086
-        SLURM_CONF=$CONF scancel $jobs 2>/dev/null || true
+    local alive=0 jobs queue
+    for pid in "${pids[@]}"; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
+    if [ "$alive" = 1 ]; then
+        # jobs still queued or running are cancelled, and their steps given time to finish and report
+        jobs=$(SLURM_CONF=$CONF squeue -h -o %A 2>/dev/null | tr '\n' ' ' || true)
+        if [ -n "${jobs// /}" ]; then
+            # shellcheck disable=SC2086
+            SLURM_CONF=$CONF scancel $jobs 2>/dev/null || true
+        fi
+        for _ in $(seq 100); do  # up to ~20 s
+            queue=$(SLURM_CONF=$CONF timeout 5 squeue -h 2>/dev/null) || break
+            [ -z "$queue" ] && break
+            sleep 0.2
+        done
+        for _ in $(seq 25); do [ -z "$(our_stepds)" ] && break; sleep 0.2; done
     fi
-    for _ in $(seq 100); do
-        [ -z "$(SLURM_CONF=$CONF squeue -h 2>/dev/null)" ] && [ -z "$(our_stepds)" ] && break
-        sleep 0.2
-    done
     # slurmd, slurmctld, then munged; each only if it is still the process we started
     for ((k = ${#pids[@]} - 1; k >= 0; k--)); do
         pid=${pids[k]}

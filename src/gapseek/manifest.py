@@ -29,6 +29,7 @@ from gapseek import __version__
 from gapseek.errors import InputError, StoreError
 from gapseek.inputs import crystal_id, expand_input
 from gapseek.shards import ShardPlan, plan_shards
+from gapseek.store import decode_strings
 
 __all__ = ["MANIFEST_FILE", "Manifest", "build_manifest", "read_manifest", "walk_inputs", "write_manifest"]
 
@@ -198,9 +199,9 @@ def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) ->
     with _open_manifest(store) as f:
         sl = slice(start, stop)
         return Manifest(
-            ids=[s.decode("utf-8") for s in f["ids"][sl]],
-            paths=[s.decode("utf-8") for s in f["paths"][sl]],
-            sha256=[s.decode("ascii") for s in f["sha256"][sl]],
+            ids=decode_strings(f["ids"][sl]),
+            paths=decode_strings(f["paths"][sl]),
+            sha256=decode_strings(f["sha256"][sl]),
             size=f["size"][sl],
             plan=ShardPlan.from_attrs(f.attrs),
             offset=start,

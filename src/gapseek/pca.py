@@ -17,21 +17,13 @@ import h5py
 import numpy as np
 
 from gapseek.errors import ConfigError, StoreError
-from gapseek.store import FEATURES_FILE
+from gapseek.store import features_path
 
 __all__ = ["VECTORS", "PCAResult", "fit_pca", "iter_vectors", "load_pca", "project", "read_vectors", "save_pca"]
 
 log = logging.getLogger(__name__)
 
 VECTORS = ("hidden", "pooled", "both")
-
-
-def _features_file(store: str | Path) -> Path:
-    p = Path(store)
-    f5 = p / FEATURES_FILE if p.is_dir() else p
-    if not f5.is_file():
-        raise StoreError(f"no feature store at {f5}: run `gapseek featurize` (and `gapseek merge`) first")
-    return f5
 
 
 def iter_vectors(store: str | Path, vector: str, rows: np.ndarray | None = None,
@@ -43,7 +35,7 @@ def iter_vectors(store: str | Path, vector: str, rows: np.ndarray | None = None,
     if vector not in VECTORS:
         raise ConfigError(f"vector must be one of {', '.join(VECTORS)}; got {vector!r}")
     names = ("hidden", "pooled") if vector == "both" else (vector,)
-    with h5py.File(_features_file(store), "r") as f:
+    with h5py.File(features_path(store), "r") as f:
         n = f[names[0]].shape[0]
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -95,7 +87,7 @@ class PCAResult:
 def fit_pca(store: str | Path, n_components: int = 3, vector: str = "hidden", batch_rows: int = 100_000) -> PCAResult:
     from sklearn.decomposition import PCA, IncrementalPCA
 
-    f5 = _features_file(store)
+    f5 = features_path(store)
     with h5py.File(f5, "r") as f:
         n = int(f["ids"].shape[0])
         d = sum(int(f[v].shape[1]) for v in (("hidden", "pooled") if vector == "both" else (vector,)))
@@ -117,7 +109,7 @@ def fit_pca(store: str | Path, n_components: int = 3, vector: str = "hidden", ba
 
 
 def save_pca(store: str | Path, result: PCAResult) -> Path:
-    f5 = _features_file(store)
+    f5 = features_path(store)
     with h5py.File(f5, "r+") as f:
         g = f.require_group("pca")
         if result.vector in g:
@@ -133,7 +125,7 @@ def save_pca(store: str | Path, result: PCAResult) -> Path:
 
 
 def load_pca(store: str | Path, vector: str) -> PCAResult | None:
-    with h5py.File(_features_file(store), "r") as f:
+    with h5py.File(features_path(store), "r") as f:
         if "pca" not in f or vector not in f["pca"]:
             return None
         h = f["pca"][vector]

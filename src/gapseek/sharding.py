@@ -29,7 +29,7 @@ from gapseek.featurize import FeaturizeSettings, featurize_items, settings_attrs
 from gapseek.inputs import InputItem
 from gapseek.manifest import MANIFEST_FILE, Manifest, entries_digest, read_manifest, read_plan
 from gapseek.model import LoadedModel
-from gapseek.store import StoreWriter
+from gapseek.store import StoreWriter, decode_strings
 
 __all__ = ["ShardResult", "ShardState", "merge_shards", "run_shard", "shard_path", "shard_states"]
 
@@ -171,7 +171,7 @@ def _check_part(path: Path, man: Manifest, index: int, settings_digest: str | No
                 return "made from other inputs (the manifest changed since)"
             if settings_digest is not None and a.get("settings_digest") != settings_digest:
                 return "made with other featurizer settings or another model"
-            ids = [s.decode() for s in f["ids"][()]] + [s.decode() for s in f["failures/ids"][()]]
+            ids = decode_strings(f["ids"][()]) + decode_strings(f["failures/ids"][()])
     except (OSError, KeyError) as exc:
         return f"unreadable ({type(exc).__name__}: {exc})"
     expected = man.ids[start:stop]

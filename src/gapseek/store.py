@@ -20,7 +20,8 @@ import numpy as np
 
 from gapseek.errors import StoreError
 
-__all__ = ["FEATURES_FILE", "FeatureRows", "FeatureStore", "StoreWriter", "export_csv", "open_store"]
+__all__ = ["FEATURES_FILE", "FeatureRows", "FeatureStore", "StoreWriter", "decode_strings", "export_csv",
+           "features_path", "open_store"]
 
 FEATURES_FILE = "features.h5"
 SCHEMA_VERSION = 1
@@ -179,15 +180,23 @@ class FeatureStore:
         return len(self.ids)
 
 
-def _strs(ds: h5py.Dataset) -> list[str]:
-    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+def decode_strings(values) -> list[str]:
+    """Strings read from an HDF5 string dataset (bytes or str, as h5py returns them) as ``str``."""
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def open_store(store: str | Path) -> FeatureStore:
+def features_path(store: str | Path) -> Path:
+    """``STORE/features.h5`` (or ``store`` itself when it names the file); a :class:`StoreError` if absent."""
     p = Path(store)
     f5 = p / FEATURES_FILE if p.is_dir() else p
     if not f5.is_file():
-        raise StoreError(f"no feature store at {f5} (run `gapseek featurize ... --out {store}` first)")
+        raise StoreError(f"no feature store at {f5} (run `gapseek featurize ... --out {store}`, or "
+                         f"`gapseek merge {store}` for a sharded store, first)")
+    return f5
+
+
+def open_store(store: str | Path) -> FeatureStore:
+    f5 = features_path(store)
     try:
         with h5py.File(f5, "r") as f:
             if f.attrs.get("schema_version") != SCHEMA_VERSION:
@@ -197,16 +206,16 @@ def open_store(store: str | Path) -> FeatureStore:
             fail = f["failures"]
             return FeatureStore(
                 path=f5,
-                ids=_strs(f["ids"]),
-                paths=_strs(f["paths"]),
-                formula=_strs(f["formula"]),
+                ids=decode_strings(f["ids"][()]),
+                paths=decode_strings(f["paths"][()]),
+                formula=decode_strings(f["formula"][()]),
                 prediction=f["prediction"][()],
                 pooled=f["pooled"][()],
                 hidden=f["hidden"][()],
                 n_atoms=f["n_atoms"][()],
                 n_padded=f["n_padded"][()],
                 n_tied=f["n_tied"][()],
-                failures=list(zip(_strs(fail["ids"]), _strs(fail["paths"]), _strs(fail["reasons"]))),
+                failures=list(zip(*(decode_strings(fail[k][()]) for k in ("ids", "paths", "reasons")))),
                 attrs={k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()},
             )
     except (OSError, KeyError) as exc:

@@ -20,10 +20,10 @@ import h5py
 import numpy as np
 
 from gapseek import __version__
-from gapseek.errors import ConfigError, GapseekWarning, InputError, StoreError, few
+from gapseek.errors import ConfigError, GapseekWarning, InputError, few
 from gapseek.pca import fit_pca, load_pca, project, read_vectors, save_pca
 from gapseek.search.engines import Engine, Pool, make_engine
-from gapseek.store import FEATURES_FILE
+from gapseek.store import decode_strings, features_path
 
 __all__ = ["CAMPAIGN_FORMAT", "Campaign", "CampaignSettings", "build_pool", "draw_prior", "run_search", "simulate"]
 
@@ -65,21 +65,14 @@ class CampaignSettings:
             raise ConfigError("budget and batch must be >= 1")
 
 
-def _strs(ds) -> list[str]:
-    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
-
-
 def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, float] | None = None,
                drop_missing: bool = False) -> tuple[Pool, np.ndarray | None]:
     """The candidates (store rows; with ``labels`` and ``label_range``, only labelled rows in range) and, in
     simulated mode, their true gaps (the oracle)."""
-    p = Path(store)
-    f5 = p / FEATURES_FILE if p.is_dir() else p
-    if not f5.is_file():
-        raise StoreError(f"no feature store at {f5}")
+    f5 = features_path(store)
     with h5py.File(f5, "r") as f:
-        ids = _strs(f["ids"])
-        formula = _strs(f["formula"])
+        ids = decode_strings(f["ids"][()])
+        formula = decode_strings(f["formula"][()])
         prediction = f["prediction"][()].astype(np.float64)
     index = {cid: k for k, cid in enumerate(ids)}
     rows = np.arange(len(ids))

@@ -13,6 +13,7 @@ from gapseek.cif import read_crystal
 from gapseek.graph import (
     GraphSettings,
     _neighbours,
+    atom_classes,
     build_graph,
     build_graph_original,
     equivalent_atoms,
@@ -121,13 +122,16 @@ def _supercell(crystal, reps=(2, 2, 2)):
 def test_equivalent_atoms_of_symmetric_and_distorted_cells():
     nacl = _supercell(read_crystal(EXAMPLES / "NaCl.cif"))  # 64 atoms, P1, all Na alike, all Cl alike
     g = build_graph(nacl)
-    eq = g.eq_class
+    assert g.eq_class is None  # computed on demand, once
+    eq = atom_classes(g)
+    assert g.eq_class is eq
     assert eq.max() + 1 == 2 and eq[0] == 0
     assert set(zip(eq.tolist(), nacl.numbers.tolist())) == {(0, int(nacl.numbers[0])), (1, int(nacl.numbers[-1]))}
     # move one atom: it, and atoms near it, become distinct, and every class is still uniform
     moved = _supercell(read_crystal(EXAMPLES / "NaCl.cif"))
     moved.frac[5] += 0.01
     gm = build_graph(moved)
+    atom_classes(gm)
     assert gm.eq_class.max() + 1 > 3
     for k in range(gm.eq_class.max() + 1):
         members = np.nonzero(gm.eq_class == k)[0]

@@ -8,7 +8,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from gapseek.graph import CrystalGraph, GraphSettings, equivalent_atoms, gaussian_expand
+from gapseek.graph import CrystalGraph, GraphSettings, atom_classes, gaussian_expand
 from gapseek.model import Batch
 
 __all__ = ["batches_by_atoms", "collate", "expand_distances", "model_rows"]
@@ -33,18 +33,11 @@ def batches_by_atoms(items: Iterable[T], sizes: Iterable[int], max_atoms: int) -
         yield batch
 
 
-def _classes(graph: CrystalGraph) -> np.ndarray:
-    """The graph's classes of equivalent atoms, computed once (build_graph already stores them)."""
-    if graph.eq_class is None:
-        graph.eq_class = equivalent_atoms(graph)
-    return graph.eq_class
-
-
 def model_rows(graph: CrystalGraph, reduce: bool = True) -> int:
     """Rows ``graph`` takes in a model batch: its classes of equivalent atoms, or all its atoms."""
     if not reduce:
         return graph.n_atoms
-    eq = _classes(graph)
+    eq = atom_classes(graph)
     return int(eq.max()) + 1 if eq.size else 0
 
 
@@ -85,7 +78,7 @@ def collate(
     numbers, nbr_idx, dist, weight, rows = [], [], [], [], []
     offset = 0
     for g in graphs:
-        eq = _classes(g)
+        eq = atom_classes(g)
         _, rep = np.unique(eq, return_index=True)  # the lowest-index atom of each class
         k = rep.size
         numbers.append(g.numbers[rep])

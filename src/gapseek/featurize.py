@@ -25,7 +25,7 @@ from gapseek import __version__
 from gapseek.batching import batches_by_atoms, collate, model_rows
 from gapseek.cif import Crystal, ReadSettings, read_crystal
 from gapseek.errors import ConfigError, CrystalError
-from gapseek.graph import CrystalGraph, GraphSettings, build_graph
+from gapseek.graph import CrystalGraph, GraphSettings, atom_classes, build_graph
 from gapseek.inputs import InputItem
 from gapseek.model import LoadedModel, load_model
 from gapseek.store import FeatureRows
@@ -168,7 +168,10 @@ def _graph_read(read: _Graphed, settings: FeaturizeSettings) -> _Graphed:
         return read
 
     def stage() -> _Graphed:
-        return _Graphed(read.item, build_graph(read.crystal, settings.graph), formula=read.formula)
+        graph = build_graph(read.crystal, settings.graph)
+        if settings.reduce:
+            atom_classes(graph)  # here, in the worker, rather than serially where batches are formed
+        return _Graphed(read.item, graph, formula=read.formula)
 
     return _guarded(read.item, settings, stage)
 

@@ -22,7 +22,7 @@ import numpy as np
 from gapseek.cif import Crystal
 from gapseek.errors import ConfigError, CrystalError
 
-__all__ = ["CrystalGraph", "GraphSettings", "build_graph", "equivalent_atoms", "gaussian_expand"]
+__all__ = ["CrystalGraph", "GraphSettings", "atom_classes", "build_graph", "equivalent_atoms", "gaussian_expand"]
 
 TIE_TOLERANCE = 1e-8  # Å; distances closer than this are the same distance
 
@@ -79,6 +79,9 @@ class CrystalGraph:
         return int(self.numbers.shape[0])
 
 
+_FIRST_SEARCH_NEIGHBOURS = 20
+
+
 def _search_radius(crystal: Crystal, settings: GraphSettings) -> float:
     """A first search radius that holds ~20 neighbours per atom (plus 0.5 Å) at the crystal's mean density.
 
@@ -92,8 +95,6 @@ def _search_radius(crystal: Crystal, settings: GraphSettings) -> float:
     r = (3.0 * _FIRST_SEARCH_NEIGHBOURS * volume / (4.0 * np.pi * crystal.n_atoms)) ** (1.0 / 3.0) + 0.5
     return min(settings.radius, r)
 
-
-_FIRST_SEARCH_NEIGHBOURS = 20
 
 
 def _neighbours(crystal: Crystal, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,15 +167,20 @@ def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> 
             jmin = np.minimum.reduceat(jj, bounds)[::2]
             jmax = np.maximum.reduceat(jj, bounds)[::2]
             n_tied = int(np.count_nonzero(jmin != jmax))
-    graph = CrystalGraph(
+    return CrystalGraph(
         numbers=crystal.numbers.astype(np.int64),
         nbr_idx=nbr_idx,
         nbr_dist=nbr_dist,
         n_padded=n_padded,
         n_tied=n_tied,
     )
-    graph.eq_class = equivalent_atoms(graph)
-    return graph
+
+
+def atom_classes(graph: CrystalGraph) -> np.ndarray:
+    """The graph's classes of equivalent atoms (:func:`equivalent_atoms`), computed once and kept on it."""
+    if graph.eq_class is None:
+        graph.eq_class = equivalent_atoms(graph)
+    return graph.eq_class
 
 
 # fixed odd multipliers for hashing rows of integers (wrap-around arithmetic modulo 2**64)

@@ -158,31 +158,31 @@ class GPEngine(Engine):
         model = self._fit(X[obs], np.asarray(resid))
         best = float(np.min(np.abs(observed_y - pool.target))) if len(observed_y) else 1.0
 
-        def believed_distance(mean_resid: np.ndarray, rows: np.ndarray) -> float:
-            """The incumbent |gap - T| implied by believing these crystals measured at their posterior mean."""
-            return float(np.min(mean_resid if direct else np.abs(mean_resid + base[rows] - pool.target)))
+        def believe(rows: np.ndarray, mean_resid: np.ndarray) -> None:
+            """Kriging believer: add ``rows`` to the GP as if measured at their posterior mean (the mean stays, the
+            variance shrinks near them, the GP keeps the scale of the real observations) and to the incumbent."""
+            nonlocal best
+            obs.extend(int(i) for i in rows)
+            resid.extend(mean_resid)
+            model.set_XY(X[obs], np.asarray(resid)[:, None])
+            best = min(best, float(np.min(mean_resid if direct else np.abs(mean_resid + base[rows] - pool.target))))
 
         if pending is not None and len(pending):
-            # crystals being measured: believed at their posterior mean, like the earlier picks of a joint batch
-            # (the mean stays, the variance shrinks near them, the GP keeps the scale of the real observations,
-            # and the incumbent includes them)
+            # crystals being measured count like the earlier picks of a joint batch
             pending = np.asarray(pending, dtype=np.int64)
-            believed = gp_posterior(model)(X[pending])[0]
-            obs += [int(i) for i in pending]
-            resid += list(believed)
-            model.set_XY(X[obs], np.asarray(resid)[:, None])
-            best = min(best, believed_distance(believed, pending))
+            believe(pending, gp_posterior(model)(X[pending])[0])
         cand = _unexplored(pool, observed, pending)
         acq_cls = ACQUISITIONS[self.acquisition]
+        what = "|gap - T|" if direct else "gap"
 
         def score(rows: np.ndarray, post) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             scores, means, sds = np.empty(rows.size), np.empty(rows.size), np.empty(rows.size)
             for s in range(0, rows.size, self.block):
-                r = rows[s:s + self.block]
-                mu, sd = post(X[r])
-                mu = mu + base[r]
+                Xr = X[rows[s:s + self.block]]
+                mu, sd = post(Xr)
+                mu = mu + base[rows[s:s + self.block]]
                 acq = acq_cls(lambda _X, m=mu, v=sd: (m, v), pool.target, pool.tolerance, best)
-                scores[s:s + self.block], means[s:s + self.block], sds[s:s + self.block] = acq.forward(X[r]), mu, sd
+                scores[s:s + self.block], means[s:s + self.block], sds[s:s + self.block] = acq.forward(Xr), mu, sd
             return scores, means, sds
 
         scores, means, sds = score(cand, gp_posterior(model))
@@ -190,17 +190,13 @@ class GPEngine(Engine):
         for _ in range(min(n, cand.size)):
             k = int(np.argmax(scores))
             i = int(cand[k])
-            what = "|gap - T|" if direct else "gap"
             picks.append((i, f"{self.acquisition}={scores[k]:.3g}, {what} {means[k]:.3f} +- {sds[k]:.3f} eV"))
             if len(picks) == n:
                 break
-            # kriging believer: pretend we measured the posterior mean, then choose again. The fantasy leaves the
-            # mean unchanged and shrinks the variance only near the pick, so the next picks are re-scored among
-            # the best-scoring candidates of the first pass (all of them in pools up to `rescore` rows)
-            obs.append(i)
-            resid.append(means[k] - base[i])
-            model.set_XY(X[obs], np.asarray(resid)[:, None])
-            best = min(best, believed_distance(np.array([resid[-1]]), np.array([i])))
+            # believe the pick, then choose again. The fantasy shrinks the variance only near the pick, so the
+            # next picks are re-scored among the best-scoring candidates of the first pass (all of them in pools
+            # up to `rescore` rows)
+            believe(np.array([i]), np.array([means[k] - base[i]]))
             keep = np.ones(cand.size, dtype=bool)
             keep[k] = False
             cand, scores = cand[keep], scores[keep]

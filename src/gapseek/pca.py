@@ -26,15 +26,20 @@ log = logging.getLogger(__name__)
 VECTORS = ("hidden", "pooled", "both")
 
 
+def _datasets(vector: str) -> tuple[str, ...]:
+    """The store datasets a ``vector`` is made of (``both``: hidden, then pooled)."""
+    if vector not in VECTORS:
+        raise ConfigError(f"vector must be one of {', '.join(VECTORS)}; got {vector!r}")
+    return ("hidden", "pooled") if vector == "both" else (vector,)
+
+
 def iter_vectors(store: str | Path, vector: str, rows: np.ndarray | None = None,
                  block: int = 65_536) -> Iterator[np.ndarray]:
     """Blocks (``b x d``, float64) of the chosen ``vector`` for all rows, or for ``rows`` (sorted, unique), in
     order. Reads contiguous slices (chunk-aligned; about twice as fast as h5py's point selection for a whole
     store) and holds one block at a time in float64. Every block holding one of ``rows`` is read whole, so a few
     rows scattered over a large store cost about as much as all of them."""
-    if vector not in VECTORS:
-        raise ConfigError(f"vector must be one of {', '.join(VECTORS)}; got {vector!r}")
-    names = ("hidden", "pooled") if vector == "both" else (vector,)
+    names = _datasets(vector)
     with h5py.File(features_path(store), "r") as f:
         n = f[names[0]].shape[0]
         if rows is not None:
@@ -90,7 +95,7 @@ def fit_pca(store: str | Path, n_components: int = 3, vector: str = "hidden", ba
     f5 = features_path(store)
     with h5py.File(f5, "r") as f:
         n = int(f["ids"].shape[0])
-        d = sum(int(f[v].shape[1]) for v in (("hidden", "pooled") if vector == "both" else (vector,)))
+        d = sum(int(f[v].shape[1]) for v in _datasets(vector))
     if n < 2:
         raise StoreError(f"{f5} holds {n} featurized crystal(s); PCA needs at least 2")
     if not 1 <= n_components <= min(n, d):

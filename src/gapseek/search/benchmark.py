@@ -63,15 +63,14 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
         "engines": {},
     }
     boot = np.random.default_rng(12345).integers(seeds, size=(4000, seeds))
-    base_runs = results.get("random")
+    base = np.array([r.first_hit for r in results["random"]], dtype=float) if "random" in results else None
     for name, runs in results.items():
         s = engine_summary([r.first_hit for r in runs], [r.hits for r in runs], settings.budget)
         s["seconds_per_run"] = float(np.mean([r.seconds for r in runs]))
         first = np.array([r.first_hit for r in runs], dtype=float)
         s["acceleration_vs_random_exact"] = float(np.mean(exact) / np.mean(first))
         s["acceleration_vs_random_exact_ci95"] = bootstrap_ratio_ci(np.array(exact), first, boot)
-        if base_runs is not None:
-            base = np.array([r.first_hit for r in base_runs], dtype=float)
+        if base is not None:
             s["acceleration_vs_random"] = float(np.mean(base) / np.mean(first))
             s["acceleration_vs_random_ci95"] = bootstrap_ratio_ci(base, first, boot)
         summary["engines"][name] = s

@@ -95,19 +95,20 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
                           f"[{truth.min():.3f}, {truth.max():.3f}] eV", GapseekWarning, stacklevel=2)
     if rows.size == 0:
         raise InputError("the candidate pool is empty (no featurized crystal with a label in range)")
+    whole = rows.size == len(ids)  # every row of the store (rows are sorted and unique)
     if settings.features == "pca":
         pca = load_pca(f5, settings.vector)
         if pca is None or pca.components.shape[0] < settings.components:
             pca = fit_pca(f5, settings.components, settings.vector)
             save_pca(f5, pca)
-        X = project(f5, pca, None if rows.size == len(ids) else rows)[:, : settings.components]
+        X = project(f5, pca, None if whole else rows)[:, : settings.components]
     else:
-        X = read_vectors(f5, settings.vector, None if rows.size == len(ids) else rows)
+        X = read_vectors(f5, settings.vector, None if whole else rows)
     if settings.prediction_input:
         X = np.hstack([X, prediction[rows, None]])
     sd = X.std(axis=0)
     X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    if rows.size == len(ids):  # the whole store: its id index is the pool's
+    if whole:  # its id index is the pool's
         pool = Pool(ids, formula, X, prediction, settings.target, settings.tolerance, index)
     else:
         pool = Pool([ids[k] for k in rows], [formula[k] for k in rows], X, prediction[rows], settings.target,
@@ -289,11 +290,13 @@ class Campaign:
 
     @staticmethod
     def _upgrade_suggestions(path: Path) -> None:
-        """A log written before suggestions had an ``event`` column gets one (every row ``suggested``), atomically."""
+        """A log written before suggestions had an ``event`` column gets one (every row ``suggested``), atomically.
+        Only the header is read when the log is current."""
         with open(path, newline="") as fh:
+            if next(csv.reader(fh), SUGGESTION_FIELDS) == SUGGESTION_FIELDS:
+                return
+            fh.seek(0)
             rows = list(csv.reader(fh))
-        if not rows or rows[0] == SUGGESTION_FIELDS:
-            return
         tmp = path.with_name(".suggestions.csv.tmp")
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)

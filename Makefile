@@ -11,15 +11,27 @@ ifeq ($(origin GAPSEEK_MODEL_DIR), undefined)
   endif
 endif
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean lock
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# Every dependency at the exact version of requirements.lock, then gapseek itself without resolving again.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=23"
-	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,mpich]"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# Refresh the lock (the one command): resolve pyproject.toml (+ extras test, mpich) and requirements.in anew
+# with pip-tools, for CPython 3.11 on Linux x86_64. Review `git diff requirements.lock`, run `make test`,
+# and re-measure the README's figures before committing a new lock.
+LOCKENV := .lockenv
+lock:
+	$(PYTHON) -m venv $(LOCKENV)
+	$(LOCKENV)/bin/python -m pip install -q "pip-tools==7.6.2"
+	$(LOCKENV)/bin/pip-compile --quiet --upgrade --allow-unsafe --strip-extras --extra test --extra mpich \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml requirements.in
+	sed -i -E 's/^(torch==[0-9.]+)\+[a-z0-9]+$$/\1/' requirements.lock
 
 demo: install
 	$(BIN)/gapseek demo --out gapseek-demo
@@ -31,4 +43,4 @@ bench: install
 	$(BIN)/python benchmarks/featurize_throughput.py
 
 clean:
-	rm -rf $(VENV) gapseek-demo .pytest_cache
+	rm -rf $(VENV) $(LOCKENV) gapseek-demo .pytest_cache

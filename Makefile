@@ -33,7 +33,12 @@ lock:
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml requirements.in
 	sed -i -E 's/^(torch==[0-9.]+)\+[a-z0-9]+$$/\1/' requirements.lock
 
+# When the model came from ../shared (not from your own $GAPSEEK_MODEL_DIR), it is first installed into the
+# user cache (verified by sha256), so that gapseek finds it in your shell too, outside make.
 demo: install
+ifeq ($(origin GAPSEEK_MODEL_DIR), file)
+	$(BIN)/gapseek model fetch --from "$(GAPSEEK_MODEL_DIR)"
+endif
 	$(BIN)/gapseek demo --out gapseek-demo
 
 test: install

@@ -1,18 +1,24 @@
-"""The command line and the store schema, end to end on the embedded examples."""
+"""The command line (help, warnings, errors) and the store schema, end to end on the embedded examples."""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
 import subprocess
 import sys
+import warnings
 
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import EXAMPLES
 
+from gapseek import cli
 from gapseek.cli import main
 from gapseek.hub import PINNED
+from gapseek.model import CGCNN
 from gapseek.store import open_store
 
 
@@ -81,3 +87,125 @@ def test_missing_input_is_an_error(tmp_path, capsys):
 def test_console_script_runs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gapseek.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("gapseek ")
+
+
+# ------------------------------------------------------------------------------- help, warnings, user errors
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small CGCNN checkpoint with random weights (not the published model: use it with --model-sha256 any)
+    and an 8-feature atom_init.json; it needs no shared data."""
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny-model")
+    model = CGCNN(orig_atom_fea_len=8, atom_fea_len=64, n_conv=1, h_fea_len=32)
+    torch.save({"state_dict": model.state_dict(), "args": {"task": "regression", "n_conv": 1, "n_h": 1},
+                "normalizer": {"mean": 2.0, "std": 1.0}, "epoch": 0}, d / "band-gap.pth.tar")
+    rng = np.random.default_rng(0)
+    (d / "atom_init.json").write_text(json.dumps({str(z): rng.random(8).round(4).tolist() for z in range(1, 101)}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, tiny_model):
+    out = tmp_path_factory.mktemp("tiny") / "store"
+    assert main(["featurize", str(EXAMPLES), "--out", str(out), "--model", str(tiny_model), "--model-sha256", "any",
+                 "--no-progress"]) == 0
+    return out
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "gapseek"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, child in action.choices.items():
+                yield from _parsers(child, f"{name} {sub_name}")
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    parsers = list(_parsers(cli.build_parser()))
+    assert len(parsers) > 15  # every subcommand, and model's info/fetch
+    undocumented, no_default = [], []
+    for name, p in parsers:
+        assert p.description, f"`{name} --help` has no description"
+        formatter = p._get_formatter()
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            if a.help == argparse.SUPPRESS:
+                continue
+            label = f"{name} {a.option_strings[-1] if a.option_strings else a.dest}"
+            if not (a.help or "").strip():
+                undocumented.append(label)
+                continue
+            text = formatter._expand_help(a)
+            told = a.default is not None and a.default is not False and a.default != [] and not a.required
+            if a.option_strings and told and "default" not in text:
+                no_default.append(label)
+    assert not undocumented, f"options without help: {undocumented}"
+    assert not no_default, f"options whose help hides their default: {no_default}"
+
+
+def test_help_shows_defaults_and_one_engine_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    out = capsys.readouterr().out
+    assert "--engines" in out and "--seeds N" in out and "(default: 20)" in out
+    assert "--engine " not in out and "--engine\n" not in out  # the single-campaign --engine is hidden here
+    with pytest.raises(SystemExit):
+        main(["submit", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "in minutes (default: 120)" in out and "(default: 16)" in out
+
+
+def test_empty_input_is_an_error_and_writes_no_store(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("no crystal here\n")
+    assert main(["featurize", str(empty), "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "gapseek: error: no CIF file in" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+    listing = tmp_path / "list.txt"
+    listing.write_text("# nothing listed\n\n")
+    assert main(["featurize", str(listing), "--out", str(tmp_path / "s")]) == 1
+    assert "no CIF file" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert main(["index", str(empty), "--out", str(tmp_path / "i")]) == 1
+    assert "gapseek: error:" in capsys.readouterr().err and not (tmp_path / "i" / "manifest.h5").exists()
+
+
+def test_an_empty_folder_beside_others_is_a_warning(tmp_path, tiny_model, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["featurize", str(EXAMPLES / "Si.cif"), str(tmp_path / "empty"), "--out", str(tmp_path / "s"),
+               "--model", str(tiny_model), "--model-sha256", "any", "--no-progress"])
+    assert rc == 0 and len(open_store(tmp_path / "s")) == 1
+    err = capsys.readouterr().err
+    assert err.count("gapseek: warning:") == 1 and "holds no *.cif files" in err
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_gapseek_warnings_reach_stderr_once(tiny_store, tmp_path, capsys, verbose):
+    ids = open_store(tiny_store).ids
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,band_gap\n" + "".join(f"{c},{1.0 + 0.25 * k}\n" for k, c in enumerate(ids))
+                      + "ghost-1,1.0\n")
+    rc = main([*verbose, "search", str(tiny_store), "--labels", str(labels), "--target", "1.5", "--prior", "2",
+               "--budget", "2", "--engine", "random", "--drop-missing", "--out", str(tmp_path / "c")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("gapseek: warning:")]
+    assert len(warned) == 1 and "ghost-1" in warned[0] and "left out" in warned[0], err
+    assert "gapseek search:" in out
+
+
+def test_library_warnings_are_shown_with_their_origin(capsys):
+    with warnings.catch_warnings():
+        cli._setup_logging(0)
+        for _ in range(3):  # the same warning from the same place: once
+            warnings.warn("something odd in a library", RuntimeWarning)  # noqa: B028
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("gapseek: warning: something odd in a library (RuntimeWarning from ")
+
+
+def test_os_errors_are_messages_not_tracebacks(tiny_store, tmp_path, capsys):
+    rc = main(["export", str(tiny_store), "--csv", str(tmp_path / "no-such-dir" / "f.csv")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("gapseek: error: ") and "f.csv" in err and "Traceback" not in err

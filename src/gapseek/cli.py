@@ -15,6 +15,45 @@ from gapseek.errors import GapseekError, GapseekWarning
 log = logging.getLogger("gapseek")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default: "(default: X)" is appended unless the text already speaks of
+    its default, or there is none to tell (a flag, a required option, an unset value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if (action.option_strings and "default" not in text and not action.required and d is not None
+                and d is not False and d != [] and d is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of gapseek and of each of its subcommands (add_subparsers makes children of the same class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _hide(p: argparse.ArgumentParser, *options: str) -> None:
+    """Leave ``options`` out of ``p``'s help (they are shared with other subcommands but unused by this one)."""
+    for action in p._actions:
+        if any(o in action.option_strings for o in options):
+            action.help = argparse.SUPPRESS
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """``gapseek COMMAND --help`` opens with the line that ``gapseek --help`` shows for COMMAND."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                child = action.choices[choice.dest]
+                if child.description is None:
+                    child.description = choice.help
+                _describe(child)
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help="checkpoint file or directory with band-gap.pth.tar and "
                    "atom_init.json (default: $GAPSEEK_MODEL_DIR, else the user cache, downloaded once)")
@@ -42,18 +81,20 @@ def _featurize_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gapseek", description="CGCNN descriptors at cluster scale, and "
+    parser = _Parser(prog="gapseek", description="CGCNN descriptors at cluster scale, and "
                                      "Bayesian search for crystals with a target band gap.")
     parser.add_argument("--version", action="version", version=f"gapseek {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output: -v info, -vv debug and tracebacks (default: warnings and errors)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("index", help="walk CIF trees into STORE/manifest.h5 (stable ids, hashes, shard plan)")
     p.add_argument("roots", nargs="+", metavar="ROOT", help="directories (recursive), CIF files or path lists")
-    p.add_argument("--out", required=True, metavar="STORE", help="store directory")
+    p.add_argument("--out", required=True, metavar="STORE", help="store directory (manifest.h5 is written there)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--shard-size", type=int, default=4096, help="manifest rows per shard (default 4096)")
-    g.add_argument("--shards", type=int, default=None, metavar="N", help="plan about N equal shards instead")
+    g.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="plan about N equal shards instead of --shard-size")
     p.add_argument("--chunk-size", type=int, default=256, help="featurizer chunk size the plan aligns to")
     p.add_argument("--threads", type=int, default=8, help="threads hashing files (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
@@ -77,32 +118,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_featurize)
 
     p = sub.add_parser("merge", help="verify every shard of STORE and build STORE/features.h5")
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="an indexed store (made by `gapseek index`)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing STORE/features.h5")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("status", help="which shards of STORE are complete, partial, stale or missing")
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="an indexed store (made by `gapseek index`)")
     p.add_argument("--num-shards", action="store_true", help="print only the number of shards (for scripts)")
     p.add_argument("--todo", action="store_true", help="print only the shards still to do, comma separated")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("submit", help="featurize STORE's shards through submitit (Slurm array, or local)")
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="an indexed store (made by `gapseek index`)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local",
                    help="local processes (default, no cluster needed) or a Slurm array job")
-    p.add_argument("--partition", help="Slurm partition")
-    p.add_argument("--time", type=int, default=120, metavar="MIN", help="time limit per task, minutes")
-    p.add_argument("--cpus", type=int, default=4, help="cpus per task (graph workers)")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs per task (model on cuda when > 0)")
-    p.add_argument("--mem-gb", type=int, default=8, help="memory per task, GB")
-    p.add_argument("--parallel", type=int, default=16, help="array tasks running at once (%%K)")
+    p.add_argument("--partition", help="Slurm partition (default: the cluster's default partition)")
+    p.add_argument("--time", type=int, default=120, metavar="MIN", help="time limit per array task, in minutes")
+    p.add_argument("--cpus", type=int, default=4, help="CPUs per array task; they run the graph workers")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per array task (the model runs on cuda when > 0)")
+    p.add_argument("--mem-gb", type=int, default=8, help="memory per array task, in GB")
+    p.add_argument("--parallel", type=int, default=16, help="array tasks running at once (sbatch --array=...%%K)")
     p.add_argument("--max-array-size", type=int, default=None,
                    help="split arrays to this size (default: the cluster's MaxArraySize)")
     p.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sbatch option for submitit's slurm_additional_parameters (repeatable)")
     p.add_argument("--no-wait", action="store_true", help="submit and return (default: wait, then merge)")
-    p.add_argument("--checkpoint-every", type=int, default=2048, metavar="ROWS")
+    p.add_argument("--checkpoint-every", type=int, default=2048, metavar="ROWS",
+                   help="rows per checkpointed block of a shard (a multiple of --chunk-size)")
     _featurize_args(p)
     p.set_defaults(func=cmd_submit)
 
@@ -112,18 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo, overwrite=True)
 
     p = sub.add_parser("pca", help="fit PCA on the store's vectors and save it in STORE/features.h5")
-    p.add_argument("store", metavar="STORE")
-    p.add_argument("--components", type=int, default=3)
-    p.add_argument("--vector", choices=["hidden", "pooled", "both"], default="hidden")
+    p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
+    p.add_argument("--components", type=int, default=3, help="components to keep (default 3; search, campaign "
+                   "and suggest use the leading --components of it)")
+    p.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled",
+                   help="descriptors to fit it on (default pooled, as search, campaign and suggest)")
     p.add_argument("--batch-rows", type=int, default=100_000, help="rows per block of the incremental fit")
     p.set_defaults(func=cmd_pca)
 
     def campaign_args(q: argparse.ArgumentParser, simulated: bool) -> None:
         q.add_argument("--target", type=float, required=True, metavar="EV", help="target band gap T (eV)")
-        q.add_argument("--tolerance", type=float, default=0.01, metavar="EV", help="a hit: |gap - T| <= this")
+        q.add_argument("--tolerance", type=float, default=0.01, metavar="EV",
+                       help="a crystal is a hit when |gap - T| <= this, in eV")
         q.add_argument("--engine", default="gp",
                        help="gp (default), gp-ei, gp-abs, gp-noprior, gpyopt, random, predicted")
-        q.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled")
+        q.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled",
+                       help="descriptors the engines see: pooled (64-d), hidden (32-d) or both")
         q.add_argument("--features", choices=["pca", "full"], default="pca",
                        help="engine inputs: the store's PCA (default) or the full vectors")
         q.add_argument("--components", type=int, default=3, help="PCA components (default 3)")
@@ -132,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--prediction-input", action="store_true",
                        help="give engines the CGCNN prediction as one more input column")
         q.add_argument("--drop-missing", action="store_true", help="leave out labels whose ids are not in STORE")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=int, default=0,
+                       help="random seed of the campaign (the prior draw and the engines' random choices)")
         if simulated:
             q.add_argument("--labels", required=True, metavar="FILE", help="id,band_gap CSV: the oracle")
             q.add_argument("--prior", default="100", metavar="FILE|N",
@@ -141,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--batch", type=int, default=1, help="crystals proposed per round (default 1)")
 
     p = sub.add_parser("search", help="a simulated campaign end to end (labels act as the oracle)")
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=True)
     p.add_argument("--out", required=True, metavar="DIR", help="campaign directory (resumed if it exists)")
     p.add_argument("--overwrite", action="store_true", help="start the campaign in DIR anew")
@@ -149,15 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("campaign", help="start a lab campaign: gapseek campaign STORE --target T --prior FILE "
                        "--out DIR, then suggest/tell")
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=False)
     p.add_argument("--prior", required=True, metavar="FILE", help="id,band_gap of the crystals measured so far")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="campaign directory to create (campaign.json, trials.csv, suggestions.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace a campaign that DIR already holds")
     p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser("suggest", help="propose the next crystals to measure (jointly, for a batch)")
-    p.add_argument("campaign", metavar="DIR")
+    p.add_argument("campaign", metavar="DIR", help="campaign directory (made by `gapseek campaign`)")
     p.add_argument("--n", type=int, default=1, help="how many crystals, proposed jointly (default 1)")
     p.add_argument("--ignore-pending", action="store_true",
                    help="disregard earlier suggestions not yet told, for this call (by default they are taken "
@@ -165,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("tell", help="record measured band gaps (id,band_gap CSV) in a campaign")
-    p.add_argument("campaign", metavar="DIR")
+    p.add_argument("campaign", metavar="DIR", help="campaign directory (made by `gapseek campaign`)")
     p.add_argument("results", metavar="FILE", nargs="?", help="id,band_gap CSV of measurements")
     p.add_argument("--release", nargs="+", metavar="ID", default=[],
                    help="pending suggestions that will not be measured (they may be proposed again); put FILE "
@@ -173,17 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tell)
 
     p = sub.add_parser("benchmark", help="repeat simulated campaigns over seeds and engines; summary + plot")
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=True)
-    p.add_argument("--engines", default="random,predicted,gp", help="comma-separated engine names")
-    p.add_argument("--seeds", type=int, default=20)
-    p.add_argument("--out", required=True, metavar="DIR")
+    _hide(p, "--engine", "--seed")  # a benchmark runs --engines over the seeds 0..--seeds-1
+    p.add_argument("--engines", default="random,predicted,gp",
+                   help="comma-separated engines to compare (names as for `gapseek search --engine`)")
+    p.add_argument("--seeds", type=int, default=20, metavar="N",
+                   help="campaigns per engine, with seeds 0..N-1 (seed s draws the prior, the same for every engine)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for summary.json, runs.csv and curves.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start DIR anew (by default a rerun resumes it: only the (engine, seed) campaigns missing "
+                        "from DIR/runs.csv run, and other settings than DIR's are refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("export", help="write a store as CSV (id, formula, prediction, pooled*, hidden*)")
-    p.add_argument("store", metavar="STORE")
-    p.add_argument("--csv", required=True, metavar="FILE")
+    p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
+    p.add_argument("--csv", required=True, metavar="FILE",
+                   help="output CSV, one row per featurized crystal: id, formula, prediction, pooled0..63, hidden0..31")
     p.add_argument("--failures-csv", metavar="FILE", help="also write the failure records")
     p.set_defaults(func=cmd_export)
 
@@ -192,21 +247,45 @@ def build_parser() -> argparse.ArgumentParser:
     q = msub.add_parser("info", help="where the model is resolved from, its sha256 and hyperparameters")
     _model_args(q)
     q.set_defaults(func=cmd_model_info)
-    q = msub.add_parser("fetch", help="download the pinned model into the user cache (verified)")
-    q.add_argument("--url", help="base URL of a mirror (default: the upstream repository at its pinned commit)")
+    q = msub.add_parser("fetch", help="install the pinned model into the user cache, verified by sha256, from a "
+                        "local copy (--from DIR) or by download; every later command then finds it there")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--from", dest="source", metavar="DIR",
+                   help="copy from a folder holding band-gap.pth.tar and atom_init.json (no network needed)")
+    g.add_argument("--url", metavar="MIRROR", help="download from a mirror laid out like the upstream repository "
+                   "(default: $GAPSEEK_MODEL_URL, else the upstream repository at its pinned commit)")
     q.set_defaults(func=cmd_model_fetch)
+    _describe(parser)
     return parser
 
 
+class _Formatter(logging.Formatter):
+    """``gapseek: warning: ...`` (``info``, ``debug``), like the CLI's ``gapseek: error: ...``."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"gapseek: {record.levelname.lower()}: {record.message}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the CLI: every warning that the filters let through (each once per place, the
+    Python default) goes to stderr through the gapseek logger, at any verbosity. (``logging.captureWarnings`` is
+    no use here: it sends them to a "py.warnings" logger that, without a handler of its own, drops them.)"""
+    if issubclass(category, GapseekWarning):
+        log.warning("%s", message)
+    else:  # a library's: say whose
+        log.warning("%s (%s from %s:%s)", message, category.__name__, filename, lineno)
+
+
 def _setup_logging(verbose: int) -> None:
+    """Log records of gapseek and the warnings to stderr. Call it inside ``warnings.catch_warnings()``."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("gapseek: %(levelname)s: %(message)s"))
+    handler.setFormatter(_Formatter())
     root = logging.getLogger("gapseek")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.captureWarnings(True)
     warnings.simplefilter("default", GapseekWarning)
+    warnings.showwarning = _show_warning
 
 
 def _load(args: argparse.Namespace):
@@ -414,10 +493,12 @@ def cmd_pca(args: argparse.Namespace) -> int:
     from gapseek.pca import fit_pca, save_pca
 
     res = fit_pca(args.store, args.components, args.vector, args.batch_rows)
-    path = save_pca(args.store, res)
+    path = save_pca(args.store, res, origin="gapseek pca")
     ratios = ", ".join(f"{r:.3f}" for r in res.explained_variance_ratio)
     print(f"gapseek pca: {args.vector}, {res.n_rows} rows ({res.method}); explained variance ratio {ratios} "
           f"(total {res.explained_variance_ratio.sum():.3f}) -> {path}:/pca/{args.vector}")
+    print(f"  used by search, campaign and suggest with --vector {args.vector} (default pooled) and --components "
+          f"<= {args.components} (default 3)")
     return 0
 
 
@@ -428,7 +509,7 @@ def _campaign_settings(args: argparse.Namespace):
     make_engine(args.engine)  # an unknown engine fails here, listing the valid ones
     return CampaignSettings(
         target=args.target, tolerance=args.tolerance, engine=args.engine, vector=args.vector,
-        features=args.features, components=args.components, budget=getattr(args, "budget", 1),
+        features=args.features, components=args.components, budget=getattr(args, "budget", None),
         batch=getattr(args, "batch", 1), seed=args.seed,
         label_range=tuple(args.label_range) if args.label_range else None,
         prediction_input=args.prediction_input,
@@ -458,41 +539,46 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"trial {r['trial']:>3}  {r['id']:<14} {r['formula']:<16} gap {float(r['band_gap']):.4f} eV  "
               f"|gap-T| {float(r['abs_error']):.4f}  {mark:<3}  ({why})", flush=True)
 
-    from pathlib import Path
+    from gapseek.search.campaign import resumable
 
-    from gapseek.search.campaign import Campaign
-
-    if (Path(args.out) / "campaign.json").exists() and not args.overwrite:
-        done = sum(1 for r in Campaign(args.out).trials() if r["source"] != "prior")
+    settings = _campaign_settings(args)  # a negative target fails here
+    labels, prior = read_labels(args.labels), _prior_arg(args.prior)
+    camp = None if args.overwrite else resumable(args.out, args.store, args.labels, prior, settings)
+    if camp is not None:
+        done = sum(1 for r in camp.trials() if r["source"] != "prior")
         print(f"gapseek search: resuming {args.out} after trial {done}")
-    s = run_search(args.store, read_labels(args.labels), args.labels, _prior_arg(args.prior),
-                   _campaign_settings(args), args.out, overwrite=args.overwrite, drop_missing=args.drop_missing,
-                   on_trial=show)
-    print(f"gapseek search: {s['hits']} hit(s) in {s['trials']} trials, first at trial "
-          f"{s['first_hit'] if s['found'] else 'none'}; -> {args.out}/trials.csv, summary.json, campaign.png")
+    s = run_search(args.store, labels, args.labels, prior, settings, args.out, overwrite=args.overwrite,
+                   drop_missing=args.drop_missing, on_trial=show,
+                   on_pca=lambda c: print(f"gapseek search: {c.note}", file=sys.stderr))
+    first = (f"first at trial {s['first_hit']}" if s["found"]
+             else f"none in {s['first_hit_censored_at']} trial(s)")
+    print(f"gapseek search: {s['hits']} hit(s) in {s['trials']} trials, {first}; best |gap - T| "
+          f"{s['best_abs_error']:.3g} eV (the prior's best: {s['prior_best_abs_error']:.3g} eV) -> "
+          f"{args.out}/trials.csv, summary.json, campaign.png")
     return 0
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
     from gapseek.labels import read_labels
-    from gapseek.search.campaign import Campaign, build_pool, draw_prior
+    from gapseek.search.campaign import start_lab_campaign
 
-    settings = _campaign_settings(args)
-    prior = read_labels(args.prior)
-    pool, _ = build_pool(args.store, settings, None)
-    draw_prior(pool, list(prior))  # every prior id must be in the store
-    camp = Campaign.create(args.out, args.store, settings, mode="lab", overwrite=args.overwrite)
-    camp.record(pool, list(prior.items()), "prior")
+    settings = _campaign_settings(args)  # a negative target fails here
+    camp, pool = start_lab_campaign(args.store, settings, read_labels(args.prior), args.out,
+                                    overwrite=args.overwrite,
+                                    on_pca=lambda c: print(f"gapseek campaign: {c.note}", file=sys.stderr))
+    prior = [r for r in camp.trials() if r["source"] == "prior"]
     print(f"gapseek campaign: {args.out} with {len(prior)} prior measurement(s), {len(pool) - len(prior)} "
           f"candidates; next: gapseek suggest {args.out} --n 4")
     return 0
 
 
-def _open_campaign(directory: str):
+def _open_campaign(directory: str, command: str | None = None):
+    """The campaign and its pool; with ``command``, the PCA its engine inputs come from is told on stderr."""
     from gapseek.search.campaign import Campaign, build_pool
 
     camp = Campaign(directory)
-    pool, _ = build_pool(camp.store, camp.settings, None)
+    notice = (lambda c: print(f"gapseek {command}: {c.note}", file=sys.stderr)) if command else None
+    pool, _ = build_pool(camp.store, camp.settings, None, on_pca=notice, origin=f"gapseek {command or 'tell'}")
     return camp, pool
 
 
@@ -504,7 +590,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1; got {args.n}")
-    camp, pool = _open_campaign(args.campaign)
+    camp, pool = _open_campaign(args.campaign, "suggest")
     observed, y = camp.observed(pool)
     pending = None if args.ignore_pending else camp.pending(pool)
     if pending is not None and pending.size:
@@ -547,9 +633,12 @@ def cmd_tell(args: argparse.Namespace) -> int:
         print(f"gapseek tell: released {len(args.release)} suggestion(s): {few(args.release)}")
     if not results:
         return 0
-    rows = camp.record(pool, list(results.items()), "lab")
+    rows, unsuggested = camp.tell(pool, list(results.items()))
     hits = [r["id"] for r in rows if r["hit"]]
     print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
+    if unsuggested:
+        print(f"  {len(unsuggested)} of them never suggested by this campaign: {few(unsuggested)} (recorded as "
+              f"lab-unsuggested in trials.csv: fine if the lab chose them; check the ids otherwise)")
     try:
         summary = camp.report(len(pool))
     except (OSError, ValueError, GapseekError) as exc:  # the measurements are safe in trials.csv already
@@ -577,30 +666,38 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise ConfigError("benchmark draws the prior per seed: --prior takes a number")
 
     bar = None
-    if not args.verbose and not args.no_progress and sys.stderr.isatty():
-        from tqdm import tqdm
+    use_bar = not args.verbose and not args.no_progress and sys.stderr.isatty()
 
-        bar = tqdm(total=max(args.seeds, 0) * len(engines), unit="campaign", dynamic_ncols=True)
+    def plan(recorded: int, to_run: int) -> None:
+        nonlocal bar
+        if recorded:
+            print(f"gapseek benchmark: resuming {args.out}: {recorded} campaign(s) recorded, {to_run} to run",
+                  flush=True)
+        if use_bar and to_run:
+            from tqdm import tqdm
+
+            bar = tqdm(total=to_run, unit="campaign", dynamic_ncols=True)
 
     def progress(name, seed, res):
+        first = res.first_hit if res.first_hit <= settings.budget else "none"
         if bar is not None:
-            bar.set_postfix_str(f"seed {seed} {name}: first hit {res.first_hit}", refresh=False)
+            bar.set_postfix_str(f"seed {seed} {name}: first hit {first}", refresh=False)
             bar.update(1)
-        else:
-            print(f"seed {seed:>3} {name:<12} first hit {res.first_hit:>4}  hits {res.hits}  ({res.seconds:.1f} s)",
+        else:  # one line per finished campaign, so that a log file shows progress
+            print(f"seed {seed:>3} {name:<12} first hit {first:>4}  hits {res.hits}  ({res.seconds:.1f} s)",
                   flush=True)
 
     try:
         summary = run_benchmark(args.store, read_labels(args.labels), settings, engines, args.seeds, prior,
-                                args.out, drop_missing=args.drop_missing,
-                                progress=progress if args.verbose or bar is not None else None)
+                                args.out, drop_missing=args.drop_missing, progress=progress,
+                                overwrite=args.overwrite, labels_path=args.labels, on_plan=plan)
     finally:
         if bar is not None:
             bar.close()
     st = summary["setting"]
     print(f"\npool {st['pool']} ({st['hits_in_pool']} hits), budget {st['budget']}, prior {st['prior']}, "
-          f"{st['seeds']} seeds; random's exact expected first hit {st['random_exact_first_hit_mean']:.1f}")
-    print(f"{'engine':<12}{'first hit median':>18}{'mean':>8}{'found':>8}{'hits':>7}"
+          f"{st['seeds']} seed(s) recorded; random's exact expected first hit* {st['random_exact_first_hit_mean']:.1f}")
+    print(f"{'engine':<12}{'runs':>5}{'first hit median*':>19}{'mean*':>7}{'found':>7}{'hits':>6}"
           f"{'accel. vs random [95% CI]':>28}{'vs exact random [95% CI]':>27}")
 
     def accel(e: dict, key: str) -> str:
@@ -612,10 +709,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         return f"{e[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 
     for name, e in summary["engines"].items():
-        print(f"{name:<12}{e['first_hit_median']:>18.1f}{e['first_hit_mean']:>8.1f}{e['found_rate']:>8.2f}"
-              f"{e['hits_mean']:>7.2f}{accel(e, 'acceleration_vs_random'):>28}"
+        print(f"{name:<12}{e['runs']:>5}{e['first_hit_median']:>19.1f}{e['first_hit_mean']:>7.1f}"
+              f"{e['found_rate']:>7.2f}{e['hits_mean']:>6.2f}{accel(e, 'acceleration_vs_random'):>28}"
               f"{accel(e, 'acceleration_vs_random_exact'):>27}")
-    print(f"-> {args.out}/summary.json, runs.csv, curves.png")
+    print(f"* a campaign without a hit counts as {st['censored_at']} (budget + 1) trials")
+    print(f"-> {args.out}/summary.json, runs.csv, trials.csv, curves.png")
     return 0
 
 
@@ -638,28 +736,37 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
-    from gapseek.hub import cache_dir, download_model
+    from gapseek.hub import download_model, install_model, model_cache_dir
 
-    target = download_model(cache_dir() / "models" / "cgcnn-band-gap", base_url=args.url)
-    print(f"gapseek model fetch: verified files in {target}")
+    target = model_cache_dir()
+    if args.source:
+        install_model(args.source, target)
+        how = f"copied from {args.source}"
+    else:
+        download_model(target, base_url=args.url)
+        how = "downloaded"
+    print(f"gapseek model fetch: verified files in {target} ({how}); gapseek commands find the model there "
+          "unless --model or $GAPSEEK_MODEL_DIR names another")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except GapseekError as exc:
-        print(f"gapseek: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("gapseek: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():  # the CLI's way of showing warnings ends with the command
+        _setup_logging(args.verbose)
+        try:
+            return int(args.func(args) or 0)
+        except (GapseekError, OSError) as exc:  # OSError: a path given cannot be read or written
+            log.debug("traceback of the error below", exc_info=True)
+            print(f"gapseek: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("gapseek: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -85,13 +85,17 @@ def read_path_list(list_file: Path) -> list[Path]:
 
 def collect_inputs(inputs: list[str | Path]) -> list[InputItem]:
     """Expand INPUTs in the order given: a ``.cif`` file, a directory (recursive, sorted), or a text file
-    listing one path per line (relative to the list's folder; ``#`` comments). A missing INPUT is an error;
-    a missing path inside a list is kept and becomes a failure record later."""
+    listing one path per line (relative to the list's folder; ``#`` comments). A missing INPUT is an error, and
+    so are INPUTs that name no CIF at all; a missing path inside a list is kept and becomes a failure record
+    later."""
     if not inputs:
         raise InputError("no INPUT given: name CIF files, directories or a file listing paths")
     items: list[InputItem] = []
     for raw in inputs:
         items.extend(InputItem(crystal_id(q), str(q)) for q in expand_input(raw))
+    if not items:
+        raise InputError(f"no CIF file in {', '.join(map(str, inputs))} (directories are searched recursively for "
+                         f"{' and '.join('*' + s for s in CIF_SUFFIXES)} files; list files name one path per line)")
     dup = [k for k, n in Counter(i.id for i in items).items() if n > 1]
     if dup:
         log.warning("%d ids occur more than once (e.g. %s); each occurrence is kept with its path", len(dup), dup[:5])

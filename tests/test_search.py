@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import h5py
 import numpy as np
 import pytest
 
 from gapseek.cli import main
-from gapseek.errors import ConfigError, InputError
+from gapseek.errors import ConfigError, GapseekWarning, InputError
 from gapseek.labels import read_labels
 from gapseek.pca import fit_pca, iter_vectors, load_pca, project, read_vectors, save_pca
 from gapseek.search.acquisition import ExpectedImprovementAbs, ProbabilityInWindow
@@ -297,12 +298,10 @@ def test_bad_labels_and_pools_are_clear_errors(tmp_path):
     settings = CampaignSettings(target=T)
     with pytest.raises(InputError, match="8 labelled id.*ghost0.*and 3 more"):
         build_pool(store, settings, read_labels(extra))
-    with pytest.warns(Warning, match="left out"):
+    with pytest.warns(GapseekWarning, match="8 labelled id.*left out"):
         build_pool(store, settings, read_labels(extra), drop_missing=True)
     with pytest.raises(InputError, match="pool is empty"):
         build_pool(store, CampaignSettings(target=T, label_range=(10.0, 11.0)), read_labels(labels))
-    with pytest.warns(Warning, match="outside the labels' range"):
-        build_pool(store, CampaignSettings(target=9.0), read_labels(labels))
     pool, _ = build_pool(store, settings, read_labels(labels))
     with pytest.raises(ConfigError, match="not smaller than the pool"):
         draw_prior(pool, 600, np.random.default_rng(0))
@@ -412,3 +411,163 @@ def test_classic_expected_improvement_matches_monte_carlo():
     acq = ExpectedImprovement(lambda X: (mu, sd), T, 0.01, 0.06)
     f = rng.normal(mu, sd, size=(2_000_000, 3))  # Monte Carlo standard error <= 1.5e-4
     np.testing.assert_allclose(acq.forward(np.zeros((3, 1))), np.maximum(0.06 - f, 0).mean(axis=0), atol=6e-4)
+
+
+def test_a_target_typo_is_refused_before_anything_runs(tmp_path, capsys):
+    store, labels, gap = _synthetic_store(tmp_path)
+    lab = read_labels(labels)
+    # no labelled crystal within the tolerance: nothing to find, an error naming T, the labels' range and count
+    with pytest.raises(ConfigError, match=rf"within 0.01 eV of the target 25.34 eV: the 600 labelled crystal\(s\) "
+                                          rf"of the pool span {gap.min():.3f}-{gap.max():.3f} eV"):
+        build_pool(store, CampaignSettings(target=25.34), lab)
+    with pytest.raises(ConfigError, match=r"--label-range 2.3 2.8\) span"):
+        build_pool(store, CampaignSettings(target=2.9, label_range=(2.3, 2.8)), lab)
+    # outside the range but a hit possible: a warning that counts them
+    edge = float(gap.max()) + 0.005
+    near = int(np.sum(np.abs(gap - edge) <= 0.01))
+    with pytest.warns(GapseekWarning, match=rf"outside the labels' range.*\({near} within 0.01 eV of the target\)"):
+        pool, _ = build_pool(store, CampaignSettings(target=edge), lab)
+    with pytest.raises(ConfigError, match="the target is a band gap, >= 0 eV; got --target -1"):
+        CampaignSettings(target=-1.0)
+    # from the command line: an error on stderr, and no campaign written
+    for target in ("50", "-1"):
+        out = tmp_path / f"camp{target}"
+        assert main(["search", str(store), "--labels", str(labels), "--prior", "20", "--target", target,
+                     "--budget", "3", "--engine", "random", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "error:" in err and (("nothing to find" in err) if target == "50" else (">= 0 eV" in err))
+        assert not out.exists()
+    prior = tmp_path / "prior.csv"
+    prior.write_text("".join(f"c{k},{float(gap[k])!r}\n" for k in range(10)))
+    assert main(["campaign", str(store), "--target", "-0.5", "--prior", str(prior), "--out", str(tmp_path / "l")]) == 1
+    assert ">= 0 eV" in capsys.readouterr().err and not (tmp_path / "l").exists()
+    # a lab target far outside the prior's measured gaps: warned about (the lab may know better), still created
+    from gapseek.search.campaign import start_lab_campaign
+
+    with pytest.warns(GapseekWarning, match=r"target 25.34 eV lies 2\d.\d\d eV outside the prior's 10 measured"):
+        start_lab_campaign(store, CampaignSettings(target=25.34), read_labels(prior), tmp_path / "far")
+    assert (tmp_path / "far" / "campaign.json").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the margin: silent
+        camp, _ = start_lab_campaign(store, CampaignSettings(target=float(gap[:10].max()) + 0.9), read_labels(prior),
+                                     tmp_path / "near")
+    assert json.loads((tmp_path / "near" / "campaign.json").read_text())["settings"]["budget"] is None
+
+
+def test_search_says_which_pca_it_uses(tmp_path, capsys):
+    store, labels, _ = _synthetic_store(tmp_path)
+    base = ["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--budget", "2",
+            "--engine", "random", "--overwrite", "--out", str(tmp_path / "c")]
+    # gapseek pca fits pooled by default: the one search uses
+    assert main(["pca", str(store), "--components", "4"]) == 0
+    assert "pca: pooled" in capsys.readouterr().out
+    stored = load_pca(store, "pooled")
+    assert stored.origin == "gapseek pca" and stored.created and stored.n_components == 4
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "PCA: the store's pooled PCA fitted by gapseek pca on " + stored.created[:10] in err
+    assert "its first 3 of 4 components" in err
+    np.testing.assert_array_equal(load_pca(store, "pooled").components, stored.components)  # not refitted
+    # more components than stored: said, refitted and saved in its place
+    assert main(base + ["--components", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "pooled PCA (fitted by gapseek pca on" in err and "has 4 component(s), 5 asked; fitted 5" in err
+    assert "in place of the old one" in err
+    refit = load_pca(store, "pooled")
+    assert refit.n_components == 5 and refit.origin == "gapseek search"
+    # another vector: there is none of it; the one there is named
+    assert main(base + ["--vector", "hidden"]) == 0
+    err = capsys.readouterr().err
+    assert "the store has no PCA of hidden (it has one of pooled: --vector pooled would use it); fitted 3" in err
+    # the lab commands say it too; full vectors need no PCA, and nothing is said
+    prior = tmp_path / "prior.csv"
+    prior.write_text("c1,2.5\nc2,2.6\n")
+    assert main(["campaign", str(store), "--target", str(T), "--prior", str(prior), "--out", str(tmp_path / "l")]) == 0
+    assert "gapseek campaign: PCA: the store's pooled PCA fitted by gapseek search" in capsys.readouterr().err
+    assert main(["suggest", str(tmp_path / "l")]) == 0
+    assert "gapseek suggest: PCA: the store's pooled PCA" in capsys.readouterr().err
+    assert main(base + ["--features", "full"]) == 0
+    assert "PCA" not in capsys.readouterr().err
+
+
+def test_resuming_with_other_settings_names_each_difference(tmp_path, capsys):
+    store, labels, _ = _synthetic_store(tmp_path)
+    out = tmp_path / "c"
+    args = ["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--budget", "2",
+            "--engine", "random", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args[:6] + ["--target", "2.6", "--budget", "2", "--engine", "gp", "--prior", "30", "--out",
+                            str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "other settings (stored -> given): target: 2.534 -> 2.6; engine: 'random' -> 'gp'; prior: 20 -> 30" in err
+    assert "CampaignSettings(" not in err and "--overwrite" in err
+    assert sum(1 for r in Campaign(out).trials() if r["source"] == "oracle") == 2  # untouched
+
+
+def test_summary_says_none_when_no_hit_and_starts_from_the_prior(tmp_path, capsys):
+    store, labels, gap = _synthetic_store(tmp_path)
+    one = float(gap[599])  # the only crystal within 1e-6 eV: random finds it in 3 trials with p = 3/580
+    out = tmp_path / "c"
+    assert main(["search", str(store), "--labels", str(labels), "--prior", "20", "--target", repr(one),
+                 "--tolerance", "1e-6", "--budget", "3", "--engine", "random", "--out", str(out)]) == 0
+    assert "0 hit(s) in 3 trials, none in 3 trial(s)" in capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mode"] == "simulated" and s["budget"] == 3 and s["trials"] == 3
+    assert s["found"] is False and s["first_hit"] is None and s["first_hit_censored_at"] == 3
+    rows = Campaign(out).trials()
+    prior_err = [float(r["abs_error"]) for r in rows if r["source"] == "prior"]
+    assert s["prior"] == 20 == len(prior_err) and s["prior_best_abs_error"] == pytest.approx(min(prior_err))
+    best = min((r for r in rows if r["source"] == "prior"), key=lambda r: float(r["abs_error"]))
+    assert s["prior_best_id"] == best["id"]
+    assert "unsuggested" not in s
+    # a hit: first_hit set, nothing censored
+    out2 = tmp_path / "d"
+    assert main(["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T),
+                 "--tolerance", "0.3", "--budget", "5", "--engine", "random", "--out", str(out2)]) == 0
+    s = json.loads((out2 / "summary.json").read_text())
+    assert s["found"] is True and 1 <= s["first_hit"] <= 5 and s["first_hit_censored_at"] is None
+    first = next(int(r["trial"]) for r in Campaign(out2).trials() if r["source"] == "oracle" and int(r["hit"]))
+    assert s["first_hit"] == first
+
+
+def test_tell_marks_ids_never_suggested(tmp_path, capsys):
+    store, labels, gap = _synthetic_store(tmp_path)
+    prior = tmp_path / "prior.csv"
+    prior.write_text("".join(f"c{k},{float(gap[k])!r}\n" for k in range(25)))
+    out = tmp_path / "lab"
+    assert main(["campaign", str(store), "--target", str(T), "--prior", str(prior), "--out", str(out)]) == 0
+    assert main(["suggest", str(out), "--n", "2"]) == 0
+    suggested = [ln.split()[0] for ln in capsys.readouterr().out.strip().splitlines()[-2:]]
+    other = next(f"c{k}" for k in range(25, 600) if f"c{k}" not in suggested)
+    res = tmp_path / "res.csv"
+    res.write_text("".join(f"{c},{float(gap[int(c[1:])])!r}\n" for c in [suggested[0], other]))
+    assert main(["tell", str(out), str(res)]) == 0
+    printed = capsys.readouterr().out
+    assert f"1 of them never suggested by this campaign: {other} (recorded as lab-unsuggested" in printed
+    sources = {r["id"]: r["source"] for r in Campaign(out).trials()}
+    assert sources[suggested[0]] == "lab" and sources[other] == "lab-unsuggested"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mode"] == "lab" and s["budget"] is None and s["trials"] == 2 and s["unsuggested"] == 1
+    assert s["prior"] == 25 and (s["found"] or s["first_hit_censored_at"] == 2)
+    # a released suggestion measured anyway was suggested all the same
+    assert main(["tell", str(out), "--release", suggested[1]]) == 0
+    res.write_text(f"{suggested[1]},{float(gap[int(suggested[1][1:])])!r}\n")
+    assert main(["tell", str(out), str(res)]) == 0
+    assert "never suggested" not in capsys.readouterr().out
+    # a log from before lab-unsuggested existed (every lab trial 'lab') reads as it is
+    log = out / "trials.csv"
+    log.write_text(log.read_text().replace("lab-unsuggested", "lab"))
+    assert json.loads((out / "summary.json").read_text())["trials"] == 3
+    assert Campaign(out).report(600)["unsuggested"] == 0
+
+
+def test_campaign_plot_is_drawn_for_simulated_and_lab_runs(tmp_path):
+    from gapseek.search.report import plot_campaign
+
+    # smoke over the edge cases: no prior, an exact hit (|gap - T| = 0 on a log axis), unsuggested trials
+    for kw in ({}, {"prior_gaps": [2.0, 3.1], "prior_ids": ["p0", "p1"], "budget": 5},
+               {"prior_gaps": [2.0], "prior_ids": ["p0"], "unsuggested": [False, True, False]}):
+        path = tmp_path / f"c{len(kw)}.png"
+        plot_campaign(path, [2.2, T, 2.9], ["a", "b", "c"], T, 0.01, "t", **kw)
+        assert path.stat().st_size > 5000

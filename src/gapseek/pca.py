@@ -1,8 +1,10 @@
 """Stage 5 — PCA of the store's descriptors, persisted in ``STORE/features.h5`` under ``pca/<vector>``.
 
-``vector``: ``hidden`` (32-d), ``pooled`` (64-d) or ``both`` (96-d, each block standardised first would change
-its meaning, so they are simply concatenated). Stores larger than ``batch_rows`` are fitted incrementally
-(scikit-learn's IncrementalPCA over row blocks): memory is bounded by one block whatever the store size.
+``vector``: ``pooled`` (64-d; the default, what ``search``/``campaign``/``suggest`` use unless told otherwise),
+``hidden`` (32-d) or ``both`` (96-d, each block standardised first would change its meaning, so they are simply
+concatenated). Stores larger than ``batch_rows`` are fitted incrementally (scikit-learn's IncrementalPCA over row
+blocks): memory is bounded by one block whatever the store size. A saved PCA records when, on how many rows and by
+which command it was fitted (``created``, ``n_rows``, ``origin``), so a campaign can say which one it uses.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import numpy as np
 from gapseek.errors import ConfigError, StoreError
 from gapseek.store import features_path
 
-__all__ = ["VECTORS", "PCAResult", "fit_pca", "iter_vectors", "load_pca", "project", "read_vectors", "save_pca"]
+__all__ = ["DEFAULT_VECTOR", "VECTORS", "PCAResult", "fit_pca", "iter_vectors", "load_pca", "project", "read_vectors",
+           "save_pca", "saved_vectors"]
 
 log = logging.getLogger(__name__)
 
 VECTORS = ("hidden", "pooled", "both")
+DEFAULT_VECTOR = "pooled"
 
 
 def _datasets(vector: str) -> tuple[str, ...]:
@@ -74,7 +78,8 @@ def project(store: str | Path, pca: PCAResult, rows: np.ndarray | None = None) -
 
 @dataclass(frozen=True)
 class PCAResult:
-    """``components``: ``k x d``; ``mean``: ``d``; ``explained_variance_ratio``: ``k``."""
+    """``components``: ``k x d``; ``mean``: ``d``; ``explained_variance_ratio``: ``k``. ``created`` and ``origin``
+    (the command that fitted it) are set once saved; None for a fit not saved yet (or saved by an older gapseek)."""
 
     vector: str
     components: np.ndarray
@@ -83,13 +88,20 @@ class PCAResult:
     explained_variance_ratio: np.ndarray
     n_rows: int
     method: str
+    created: str | None = None
+    origin: str | None = None
+
+    @property
+    def n_components(self) -> int:
+        return int(self.components.shape[0])
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """``n x d -> n x k``."""
         return (X - self.mean) @ self.components.T
 
 
-def fit_pca(store: str | Path, n_components: int = 3, vector: str = "hidden", batch_rows: int = 100_000) -> PCAResult:
+def fit_pca(store: str | Path, n_components: int = 3, vector: str = DEFAULT_VECTOR,
+            batch_rows: int = 100_000) -> PCAResult:
     from sklearn.decomposition import PCA, IncrementalPCA
 
     f5 = features_path(store)
@@ -113,7 +125,8 @@ def fit_pca(store: str | Path, n_components: int = 3, vector: str = "hidden", ba
                      n, method)
 
 
-def save_pca(store: str | Path, result: PCAResult) -> Path:
+def save_pca(store: str | Path, result: PCAResult, origin: str = "gapseek pca") -> Path:
+    """Save ``result`` as ``/pca/<vector>`` (replacing the one there), stamped with the time and ``origin``."""
     f5 = features_path(store)
     with h5py.File(f5, "r+") as f:
         g = f.require_group("pca")
@@ -125,14 +138,24 @@ def save_pca(store: str | Path, result: PCAResult) -> Path:
         h["explained_variance"] = result.explained_variance
         h["explained_variance_ratio"] = result.explained_variance_ratio
         h.attrs.update({"n_components": result.components.shape[0], "n_rows": result.n_rows,
-                        "method": result.method, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                        "method": result.method, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "origin": origin})
     return f5
 
 
 def load_pca(store: str | Path, vector: str) -> PCAResult | None:
+    """The saved PCA of ``vector``, or None."""
     with h5py.File(features_path(store), "r") as f:
         if "pca" not in f or vector not in f["pca"]:
             return None
         h = f["pca"][vector]
+        created, origin = h.attrs.get("created"), h.attrs.get("origin")
         return PCAResult(vector, h["components"][()], h["mean"][()], h["explained_variance"][()],
-                         h["explained_variance_ratio"][()], int(h.attrs["n_rows"]), str(h.attrs["method"]))
+                         h["explained_variance_ratio"][()], int(h.attrs["n_rows"]), str(h.attrs["method"]),
+                         None if created is None else str(created), None if origin is None else str(origin))
+
+
+def saved_vectors(store: str | Path) -> list[str]:
+    """The vectors with a saved PCA in the store."""
+    with h5py.File(features_path(store), "r") as f:
+        return [v for v in VECTORS if "pca" in f and v in f["pca"]]

@@ -1,90 +1,360 @@
-"""Repeated simulated campaigns over seeds and engines: the honest comparison with random."""
+"""Repeated simulated campaigns over seeds and engines: the honest comparison with random.
+
+A benchmark is a directory, resumable per (engine, seed) like a campaign:
+
+- ``benchmark.json``: format version and the settings every row depends on (store, labels' digest, target,
+  tolerance, budget, batch, prior, label range, features, and a digest of the candidate pool). A run into the same
+  directory with other settings is refused, naming the fields that differ (``overwrite=True`` starts anew).
+- ``runs.csv``: an append-only log, one row per finished campaign (``engine, seed, first_hit, found, hits,
+  prior_hits, seconds, random_expected``; ``first_hit`` empty and ``found`` 0 when the campaign had no hit),
+  flushed and fsynced per row: it is the record of what is done. A rerun computes only the (engine, seed) pairs
+  it lacks, so more seeds or more engines cost only the new campaigns.
+- ``trials.csv``: every campaign's trials (``engine, seed, trial, id, band_gap, abs_error, hit``), written before
+  the campaign's ``runs.csv`` row; rows of a campaign without one (a crash mid-campaign) are dropped on resume.
+- ``summary.json`` and ``curves.png``: rebuilt from every row of the logs after each run
+  (:func:`summarize_benchmark`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
+import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from gapseek.errors import ConfigError
-from gapseek.search.campaign import CampaignSettings, build_pool, draw_prior, simulate
+from gapseek import __version__
+from gapseek.errors import ConfigError, InputError
+from gapseek.search.campaign import CampaignSettings, SimResult, build_pool, draw_prior, simulate
 from gapseek.search.engines import make_engine
 from gapseek.search.report import engine_summary, plot_benchmark, write_json
 
-__all__ = ["bootstrap_ratio_ci", "random_first_hit_expectation", "random_survival", "run_benchmark"]
+__all__ = ["BENCHMARK_FORMAT", "bootstrap_ratio_ci", "random_first_hit_expectation", "random_survival",
+           "run_benchmark", "summarize_benchmark"]
 
 log = logging.getLogger(__name__)
 
+BENCHMARK_FORMAT = 1
+RUN_FIELDS = ["engine", "seed", "first_hit", "found", "hits", "prior_hits", "seconds", "random_expected"]
+TRIAL_FIELDS = ["engine", "seed", "trial", "id", "band_gap", "abs_error", "hit"]
+# settings a resume must share with the recorded ones (the pool digest is checked once the pool is built)
+COMPARED = ("store", "labels", "target", "tolerance", "budget", "batch", "prior", "label_range", "features",
+            "vector", "components", "prediction_input")
+OUTPUTS = ("benchmark.json", "runs.csv", "trials.csv", "summary.json", "curves.png")
+CENSORING_NOTE = ("first_hit_median, first_hit_mean, random_exact_first_hit_mean and the accelerations count a "
+                  "campaign without a hit as censored_at = budget + 1 trials (a lower bound on its first hit); "
+                  "first_hit_mean_found is over the campaigns that found one; per-seed first hits are null when "
+                  "none was found")
+
 
 def run_benchmark(store: str | Path, labels: dict[str, float], settings: CampaignSettings, engines: list[str],
-                  seeds: int, prior: int, out: str | Path, drop_missing: bool = False, progress=None) -> dict:
-    """``seeds`` campaigns per engine; seed s draws the prior (the same for every engine). Writes
-    ``OUT/summary.json``, ``OUT/runs.csv`` and ``OUT/curves.png``; returns the summary.
-
-    Accelerations are ratios of mean first hits (budget + 1 counted for campaigns without a hit): against the
-    simulated ``random`` engine when it ran, and always against random's exact expectation for each seed's prior
-    (no sampling noise in the baseline), each with a 95% paired bootstrap interval over the seeds."""
+                  seeds: int, prior: int, out: str | Path, drop_missing: bool = False,
+                  progress: Callable[[str, int, SimResult], None] | None = None, overwrite: bool = False,
+                  labels_path: str | Path | None = None,
+                  on_plan: Callable[[int, int], None] | None = None) -> dict:
+    """``seeds`` campaigns (seeds ``0 .. seeds - 1``) per engine; seed s draws the prior (the same for every
+    engine). Resumes ``out`` (see the module): campaigns already in ``runs.csv`` are not run again; other
+    recorded settings are a :class:`ConfigError` unless ``overwrite``. ``on_plan(recorded, to_run)`` is called
+    once before the first campaign, ``progress(engine, seed, result)`` after each. Returns the summary of every
+    recorded row (:func:`summarize_benchmark`), which also writes ``summary.json`` and ``curves.png``."""
     if seeds < 1 or not engines:
         raise ConfigError(f"a benchmark needs at least one seed and one engine; got {seeds} seed(s), engines "
                           f"{engines or 'none'}")
+    engines = list(dict.fromkeys(engines))
+    for name in engines:
+        make_engine(name)  # an unknown engine fails before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pool, truth = build_pool(store, settings, labels, drop_missing=drop_missing)
-    hits_in_pool = int(np.sum(np.abs(truth - settings.target) <= settings.tolerance))
-    results: dict[str, list] = {e: [] for e in engines}
-    exact: list[float] = []  # per seed: random's expected first hit given that seed's prior, exactly
-    exact_found: list[np.ndarray] = []  # per seed: random's P(a hit by trial t), t = 1..budget
-    with open(out / "runs.csv", "w") as fh:
-        fh.write("engine,seed,first_hit,hits,prior_hits,seconds,random_expected\n")
-        for seed in range(seeds):
-            prior_rows = draw_prior(pool, prior, np.random.default_rng(seed))
-            prior_hits = int(np.sum(np.abs(truth[prior_rows] - settings.target) <= settings.tolerance))
-            surv = random_survival(len(pool) - len(prior_rows), hits_in_pool - prior_hits, settings.budget)
-            exact.append(float(surv.sum()))
-            exact_found.append(1.0 - surv[1:])
-            for name in engines:
-                engine = make_engine(name)
-                res = simulate(pool, truth, engine, prior_rows, settings.budget, settings.batch,
-                               np.random.default_rng(1000 + seed))
-                results[name].append(res)
-                fh.write(f"{name},{seed},{res.first_hit},{res.hits},{prior_hits},{res.seconds:.2f},{exact[-1]:.4f}\n")
-                fh.flush()
-                if progress:
-                    progress(name, seed, res)
+    record = {"store": str(Path(store).resolve()), "labels": _labels_digest(labels), "target": settings.target,
+              "tolerance": settings.tolerance, "budget": settings.budget, "batch": settings.batch, "prior": prior,
+              "label_range": list(settings.label_range) if settings.label_range is not None else None,
+              "features": settings.features, "vector": settings.vector, "components": settings.components,
+              "prediction_input": settings.prediction_input}
+    with _lock(out):
+        meta = None if overwrite else _read_meta(out)
+        if meta is not None:  # refused before the pool is built, when a cheap setting differs
+            _refuse_other_settings(out, meta["settings"], record)
+        pool, truth = build_pool(store, settings, labels, drop_missing=drop_missing)
+        hits_in_pool = int(np.sum(np.abs(truth - settings.target) <= settings.tolerance))
+        record["pool"] = {"size": len(pool), "hits": hits_in_pool, "sha256": _pool_digest(pool.ids, truth)}
+        if meta is None:
+            if overwrite:  # only once the new settings are known to be usable
+                for name in OUTPUTS:
+                    (out / name).unlink(missing_ok=True)
+            _write_meta(out, record, labels_path)
+        else:
+            _refuse_other_settings(out, meta["settings"], record, only=("pool",))
+            if meta.get("gapseek_version") != __version__:
+                log.warning("%s was started by gapseek %s; rows added now come from gapseek %s", out,
+                            meta.get("gapseek_version"), __version__)
+        done = {(r["engine"], int(r["seed"])) for r in _read_log(out / "runs.csv", RUN_FIELDS)}
+        _drop_unfinished_trials(out / "trials.csv", done)
+        todo = [(seed, name) for seed in range(seeds) for name in engines if (name, seed) not in done]
+        if done:
+            log.info("resuming %s: %d campaign(s) recorded, %d to run", out, len(done), len(todo))
+        if on_plan:
+            on_plan(len(done), len(todo))
+        priors: dict[int, tuple[np.ndarray, int, float]] = {}
+        for seed, name in todo:
+            if seed not in priors:
+                rows = draw_prior(pool, prior, np.random.default_rng(seed))
+                prior_hits = int(np.sum(np.abs(truth[rows] - settings.target) <= settings.tolerance))
+                expected = float(random_survival(len(pool) - len(rows), hits_in_pool - prior_hits,
+                                                 settings.budget).sum())
+                priors[seed] = (rows, prior_hits, expected)
+            rows, prior_hits, expected = priors[seed]
+            res = simulate(pool, truth, make_engine(name), rows, settings.budget, settings.batch,
+                           np.random.default_rng(1000 + seed))
+            res.seed = seed
+            found = res.first_hit <= settings.budget
+            _append(out / "trials.csv", TRIAL_FIELDS,
+                    [[name, seed, t, cid, repr(gap), repr(abs(gap - settings.target)),
+                      int(abs(gap - settings.target) <= settings.tolerance)] for t, cid, gap in res.trials])
+            _append(out / "runs.csv", RUN_FIELDS,  # the commit: this campaign is done
+                    [[name, seed, res.first_hit if found else "", int(found), res.hits, prior_hits,
+                      f"{res.seconds:.2f}", repr(expected)]])
+            log.debug("%s seed %d: first hit %s, %d hit(s), %.1f s", name, seed,
+                      res.first_hit if found else "none", res.hits, res.seconds)
+            if progress:
+                progress(name, seed, res)
+        return summarize_benchmark(out)
+
+
+def summarize_benchmark(out: str | Path) -> dict:
+    """Rebuild ``summary.json`` and ``curves.png`` of a benchmark directory from every row of its logs; returns
+    the summary. An engine's comparisons use the seeds it shares with the baseline (every seed for the exact one,
+    the seeds ``random`` also ran for the simulated one), paired by seed."""
+    out = Path(out)
+    meta = _read_meta(out)
+    if meta is None:
+        raise InputError(f"{out} is not a gapseek benchmark (no benchmark.json)")
+    st = meta["settings"]
+    budget, target, tolerance = int(st["budget"]), float(st["target"]), float(st["tolerance"])
+    n_pool, hits_in_pool, n_prior = int(st["pool"]["size"]), int(st["pool"]["hits"]), int(st["prior"])
+    runs: dict[str, dict[int, dict]] = {}
+    for r in _read_log(out / "runs.csv", RUN_FIELDS):
+        per = runs.setdefault(r["engine"], {})
+        seed = int(r["seed"])
+        if seed in per:
+            log.warning("%s/runs.csv: %s seed %d recorded twice; the first row is used", out, r["engine"], seed)
+            continue
+        per[seed] = r
+    if not runs:
+        raise InputError(f"{out}/runs.csv records no finished campaign")
+    trials: dict[tuple[str, int], list[float]] = {}
+    for r in _read_log(out / "trials.csv", TRIAL_FIELDS):
+        trials.setdefault((r["engine"], int(r["seed"])), []).append(float(r["abs_error"]))
+    censored = budget + 1
+    # per seed: random's exact expected first hit given that seed's prior, and P(a hit by trial t), t = 1..budget
+    prior_hits = {int(r["seed"]): int(r["prior_hits"]) for per in runs.values() for r in per.values()}
+    survival = {s: random_survival(n_pool - n_prior, hits_in_pool - h, budget) for s, h in prior_hits.items()}
+    exact = {s: float(v.sum()) for s, v in survival.items()}
+    all_seeds = sorted(exact)
     summary = {
-        "setting": {"target": settings.target, "tolerance": settings.tolerance, "budget": settings.budget,
-                    "prior": prior, "seeds": seeds, "pool": len(pool), "hits_in_pool": hits_in_pool,
-                    "label_range": settings.label_range, "features": settings.features,
-                    "vector": settings.vector, "components": settings.components,
-                    "random_exact_first_hit_mean": float(np.mean(exact)),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "setting": {"target": target, "tolerance": tolerance, "budget": budget, "prior": n_prior,
+                    "seeds": len(all_seeds), "pool": n_pool, "hits_in_pool": hits_in_pool,
+                    "label_range": st["label_range"], "features": st["features"], "vector": st["vector"],
+                    "components": st["components"], "batch": st["batch"], "store": st["store"],
+                    "labels_file": meta.get("labels_file"),
+                    "random_exact_first_hit_mean": float(np.mean([exact[s] for s in all_seeds])),
+                    "censored_at": censored, "censoring": CENSORING_NOTE,
+                    "created": meta.get("created"), "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "engines": {},
     }
-    boot = np.random.default_rng(12345).integers(seeds, size=(4000, seeds))
-    base = np.array([r.first_hit for r in results["random"]], dtype=float) if "random" in results else None
-    for name, runs in results.items():
-        s = engine_summary([r.first_hit for r in runs], [r.hits for r in runs], settings.budget)
-        s["seconds_per_run"] = float(np.mean([r.seconds for r in runs]))
-        first = np.array([r.first_hit for r in runs], dtype=float)
-        s["acceleration_vs_random_exact"] = float(np.mean(exact) / np.mean(first))
-        s["acceleration_vs_random_exact_ci95"] = bootstrap_ratio_ci(np.array(exact), first, boot)
-        if base is not None:
-            s["acceleration_vs_random"] = float(np.mean(base) / np.mean(first))
-            s["acceleration_vs_random_ci95"] = bootstrap_ratio_ci(base, first, boot)
+    boots: dict[int, np.ndarray] = {}  # one resampling per seed count: comparisons on the same seeds are paired
+
+    def boot(n: int) -> np.ndarray:
+        if n not in boots:
+            boots[n] = np.random.default_rng(12345).integers(n, size=(4000, n))
+        return boots[n]
+
+    def censored_first(per: dict[int, dict], seeds: list[int]) -> np.ndarray:
+        return np.array([int(per[s]["first_hit"]) if int(per[s]["found"]) else censored for s in seeds], dtype=float)
+
+    base = runs.get("random")
+    curves, first_hits = {}, {}
+    for name, per in runs.items():
+        seeds = sorted(per)
+        first = censored_first(per, seeds)
+        found = [bool(int(per[s]["found"])) for s in seeds]
+        s = engine_summary(list(first), [int(per[k]["hits"]) for k in seeds], budget)
+        s["not_found"] = int(len(seeds) - sum(found))
+        s["first_hit_mean_found"] = float(np.mean(first[found])) if any(found) else None
+        s["seconds_per_run"] = float(np.mean([float(per[k]["seconds"]) for k in seeds]))
+        ex = np.array([exact[k] for k in seeds])
+        s["acceleration_vs_random_exact"] = float(np.mean(ex) / np.mean(first))
+        s["acceleration_vs_random_exact_ci95"] = bootstrap_ratio_ci(ex, first, boot(len(seeds)))
+        common = [k for k in seeds if base is not None and k in base]
+        if common:
+            b, f = censored_first(base, common), censored_first(per, common)
+            s["acceleration_vs_random"] = float(np.mean(b) / np.mean(f))
+            s["acceleration_vs_random_ci95"] = bootstrap_ratio_ci(b, f, boot(len(common)))
+            s["acceleration_vs_random_runs"] = len(common)
+        s["per_seed"] = {"seed": seeds, "first_hit": [int(per[k]["first_hit"]) if f else None
+                                                      for k, f in zip(seeds, found)],
+                         "found": found, "hits": [int(per[k]["hits"]) for k in seeds]}
         summary["engines"][name] = s
-    write_json(out / "summary.json", summary)
-    curves = {name: np.array([r.best_curve for r in runs if len(r.best_curve) == settings.budget])
-              for name, runs in results.items()}
-    plot_benchmark(out / "curves.png", {k: v for k, v in curves.items() if v.size},
-                   {name: np.array([r.first_hit for r in runs]) for name, runs in results.items()},
-                   np.mean(exact_found, axis=0), settings.tolerance,
-                   f"T = {settings.target} eV ± {settings.tolerance}, pool {len(pool)} ({hits_in_pool} hits), "
-                   f"prior {prior}, {seeds} seeds")
+        first_hits[name] = first
+        full = [np.minimum.accumulate(trials[(name, k)]) for k in seeds if len(trials.get((name, k), ())) == budget]
+        if full:
+            curves[name] = np.array(full)
+    tmp = out / ".summary.json.tmp"
+    write_json(tmp, summary)
+    os.replace(tmp, out / "summary.json")
+    random_found = np.mean([1.0 - survival[k][1:] for k in all_seeds], axis=0)
+    plot_benchmark(out / "curves.png", curves, first_hits, random_found, tolerance,
+                   f"T = {target} eV ± {tolerance}, pool {n_pool} ({hits_in_pool} hits), prior {n_prior}, "
+                   f"{len(all_seeds)} seed(s)")
     return summary
 
 
+# ---------------------------------------------------------------------------------------------- the directory
+def _labels_digest(labels: dict[str, float]) -> str:
+    h = hashlib.sha256()
+    for cid in sorted(labels):
+        h.update(f"{cid}\t{float(labels[cid])!r}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _pool_digest(ids: list[str], truth: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for cid, gap in zip(ids, truth):
+        h.update(f"{cid}\t{float(gap)!r}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _read_meta(out: Path) -> dict | None:
+    path = out / "benchmark.json"
+    if not path.is_file():
+        if (out / "runs.csv").is_file():
+            raise ConfigError(f"{out} holds a runs.csv without benchmark.json (written by an older gapseek, "
+                              "which did not record its settings): it cannot be resumed safely; pass --overwrite "
+                              "to start anew, or use another --out")
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); pass --overwrite to start anew") from None
+    fmt = meta.get("gapseek_benchmark")
+    if fmt != BENCHMARK_FORMAT:
+        raise InputError(f"{out} was written by another gapseek version (benchmark format {fmt}, gapseek "
+                         f"{meta.get('gapseek_version')}); this gapseek reads format {BENCHMARK_FORMAT}; pass "
+                         "--overwrite to start anew")
+    return meta
+
+
+def _write_meta(out: Path, record: dict, labels_path: str | Path | None) -> None:
+    meta = {"gapseek_benchmark": BENCHMARK_FORMAT, "gapseek_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "labels_file": str(Path(labels_path).resolve()) if labels_path else None, "settings": record}
+    tmp = out / ".benchmark.json.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(meta, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out / "benchmark.json")
+
+
+def _refuse_other_settings(out: Path, recorded: dict, now: dict, only: tuple[str, ...] = COMPARED) -> None:
+    now = json.loads(json.dumps(now))  # tuples as lists, as recorded
+    differ = [k for k in only if recorded.get(k) != now.get(k)]
+    if not differ:
+        return
+
+    def show(k: str, v) -> str:
+        if k == "pool" and isinstance(v, dict):
+            return f"{v.get('size')} crystals, {v.get('hits')} hits, {str(v.get('sha256'))[:19]}"
+        return str(v)[:19] if k == "labels" else str(v)
+
+    what = "; ".join(f"{k}: recorded {show(k, recorded.get(k))}, now {show(k, now.get(k))}" for k in differ)
+    raise ConfigError(f"{out} holds a benchmark with other settings ({', '.join(differ)} differ — {what}); its "
+                      "rows cannot be mixed with these: pass --overwrite to start anew, or use another --out")
+
+
+def _read_log(path: Path, fields: list[str]) -> list[dict]:
+    """The rows of an append-only log; a last row cut short by a crash (no newline) is removed from the file."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a row cut short by an interrupted write", path)
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+        data = data[:cut]
+    lines = data.decode().splitlines()
+    if not lines:
+        return []
+    header = next(csv.reader(lines[:1]))
+    if header != fields:
+        raise InputError(f"{path} has columns {','.join(header)}, not {','.join(fields)} (another gapseek "
+                         "version?); pass --overwrite to start anew")
+    rows = []
+    for k, row in enumerate(csv.reader(lines[1:]), start=2):
+        if not row:
+            continue
+        if len(row) != len(fields):
+            raise InputError(f"{path}, line {k}: {len(row)} fields, expected {len(fields)}")
+        rows.append(dict(zip(fields, row)))
+    return rows
+
+
+def _append(path: Path, fields: list[str], rows: list[list]) -> None:
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        if new:
+            w.writerow(fields)
+        w.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _drop_unfinished_trials(path: Path, done: set[tuple[str, int]]) -> None:
+    """Remove (atomically) the trials of campaigns that have no ``runs.csv`` row: a crash mid-campaign."""
+    rows = _read_log(path, TRIAL_FIELDS)
+    keep = [r for r in rows if (r["engine"], int(r["seed"])) in done]
+    if len(keep) == len(rows):
+        return
+    log.info("%s: dropping %d trial(s) of unfinished campaigns", path, len(rows) - len(keep))
+    tmp = path.with_name(".trials.csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(TRIAL_FIELDS)
+        w.writerows([r[f] for f in TRIAL_FIELDS] for r in keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """One writer per benchmark directory: a second ``run_benchmark`` on it fails at once."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(out / ".benchmark.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another gapseek benchmark is writing {out}; wait for it, or use another "
+                              "--out") from None
+        except OSError as exc:  # a filesystem without flock: go on unlocked
+            log.debug("no lock on %s (%s)", out, exc)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------- the baselines
 def random_survival(candidates: int, hits: int, budget: int) -> np.ndarray:
     """``P(X > t)`` for ``t = 0..budget`` (``budget + 1``), X the trial of the first hit when crystals are drawn at
     random without replacement from ``candidates`` of which ``hits`` are hits:

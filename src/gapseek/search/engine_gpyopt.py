@@ -1,6 +1,18 @@
 """The write-up's method, isolated (GPyOpt is archived; deleting this file drops it): GPyOpt's
 BayesianOptimization with EI on ``|gap - T|``, over the pool inputs, with a 'bandit' domain made of the
-unexplored pool rows (exact candidates, no continuous relax-and-snap)."""
+unexplored pool rows.
+
+What GPyOpt does with a bandit domain, per proposal (its defaults, unchanged here): a GP (isotropic Matern-5/2,
+outputs normalised) fitted by L-BFGS with 5 restarts; EI (jitter 0.01) evaluated on 1,000 crystals drawn at random
+from the domain; L-BFGS from the 5 best of them over the domain's bounding box, each optimum snapped to the nearest
+crystal (Euclidean); the best of these. The proposal is always a pool crystal, but EI is not evaluated on every
+one (the ``gp`` engines do that).
+
+Cost: every matrix GPyOpt and GPy handle here is small (about 100-200 observations; 1,000 anchor points), and
+BLAS/OpenMP thread pools on such matrices are pure overhead — on a loaded machine, catastrophically so (a 100 x 100
+``dpotri`` took 250 ms with 2 OpenBLAS threads against 0.13 ms with one). The engine therefore runs GPyOpt with
+one thread (``threadpoolctl``); the arithmetic, and so the picks, are the same.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +21,7 @@ import warnings
 import numpy as np
 
 from gapseek.errors import ConfigError
-from gapseek.search.engines import Engine, _unexplored
+from gapseek.search.engines import Engine, _unexplored, one_thread
 
 __all__ = ["GPyOptEngine"]
 
@@ -25,6 +37,8 @@ class GPyOptEngine(Engine):
         except ImportError as exc:
             raise ConfigError(f"engine gpyopt needs GPyOpt (pip install GPyOpt 'setuptools<82'): {exc}") from None
         cand = _unexplored(pool, observed, pending)  # crystals being measured leave the bandit domain
+        if cand.size == 0:
+            return []
         Xc = pool.X[cand]
         Y = np.abs(observed_y - pool.target)[:, None]
         # GPyOpt (and GPy's optimiser restarts under it) draw from numpy's global random state: seed it from the
@@ -33,7 +47,7 @@ class GPyOptEngine(Engine):
         saved = np.random.get_state()
         np.random.seed(int(rng.integers(2**32)))
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), one_thread():
                 warnings.simplefilter("ignore")
                 bo = GPyOpt.methods.BayesianOptimization(
                     f=None, domain=[{"name": "crystal", "type": "bandit", "domain": Xc}],

@@ -35,31 +35,79 @@ def _plt():
 
 
 def plot_campaign(path: str | Path, gaps: list[float], ids: list[str], target: float, tolerance: float,
-                  title: str) -> None:
-    """Best |gap - T| so far per trial (log scale, tolerance drawn) and every measured gap, labelled."""
+                  title: str, prior_gaps: list[float] = (), prior_ids: list[str] = (), budget: int | None = None,
+                  unsuggested: list[bool] | None = None) -> None:
+    """Left: the best |gap - T| so far, from the prior's best (trial 0) on, over every trial's own |gap - T| (log
+    scale; the tolerance drawn: a hit lies below it). Right: every measured gap by trial, the prior's at trial 0,
+    the target band T ± D; hits (|gap - T| <= D) starred and named, and, in a campaign without one, the closest
+    trial pointed out as such. ``budget``: drawn when given (simulated); ``unsuggested``: per trial, measured
+    without being suggested (lab; drawn hollow)."""
     plt = _plt()
-    gaps_a = np.asarray(gaps)
+    from matplotlib.ticker import MaxNLocator
+
+    floor = 1e-4  # a log axis cannot show 0: exact hits are drawn here
+    gaps_a = np.asarray(gaps, dtype=float)
+    prior_a = np.asarray(prior_gaps, dtype=float)
     err = np.abs(gaps_a - target)
-    best = np.minimum.accumulate(err) if err.size else err
-    trials = np.arange(1, err.size + 1)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    a.step(trials, np.maximum(best, 1e-4), where="post", color="C0", label="best |gap - T| so far")
-    a.axhline(tolerance, color="C3", ls="--", label=f"tolerance {tolerance:g} eV")
-    a.set_yscale("log")
-    a.set_xlabel("trial")
-    a.set_ylabel("|gap - target| (eV)")
-    a.legend()
+    perr = np.abs(prior_a - target)
+    n = err.size
+    trials = np.arange(1, n + 1)
     hit = err <= tolerance
-    b.scatter(trials[~hit], gaps_a[~hit], s=18, color="C0", label="measured")
-    b.scatter(trials[hit], gaps_a[hit], s=40, color="C3", marker="*", label="hit")
-    b.axhspan(target - tolerance, target + tolerance, color="C3", alpha=0.2)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5.8))
+
+    if perr.size:
+        k = int(np.argmin(perr))
+        best = np.minimum.accumulate(np.concatenate([[perr[k]], err]))
+        a.step(np.arange(0, n + 1), np.maximum(best, floor), where="post", color="C0", lw=2,
+               label="best |gap − T| so far (prior included)")
+        a.scatter([0], [max(perr[k], floor)], marker="s", s=50, color="k", zorder=4,
+                  label=f"prior's best of {perr.size} ({int(np.sum(perr <= tolerance))} hits among them): "
+                        f"{perr[k]:.3g} eV, {prior_ids[k]}")
+    elif n:
+        a.step(trials, np.maximum(np.minimum.accumulate(err), floor), where="post", color="C0", lw=2,
+               label="best |gap − T| so far")
+    a.scatter(trials[~hit], np.maximum(err[~hit], floor), s=14, color="0.55", zorder=3,
+              label="each trial's |gap − T|")
+    if hit.any():
+        a.scatter(trials[hit], np.maximum(err[hit], floor), s=90, color="C3", marker="*", zorder=4, edgecolors="k",
+                  lw=0.5, label="a hit")
+    a.axhline(tolerance, color="C3", ls="--", label=f"tolerance D = {tolerance:g} eV (hits below)")
+    if budget is not None:
+        a.axvline(budget, color="0.3", ls=":", lw=1, label=f"budget: {budget} trials")
+    a.set_yscale("log")
+    a.set_xlabel("trial (0 = the prior)" if perr.size else "trial")
+    a.set_ylabel("|gap − target| (eV)")
+
+    if prior_a.size:
+        b.scatter(np.zeros(prior_a.size), prior_a, s=10, color="0.6", alpha=0.5,
+                  label=f"prior ({prior_a.size}), at trial 0")
+    b.axhspan(target - tolerance, target + tolerance, color="C3", alpha=0.25,
+              label=f"target T ± D = {target:g} ± {tolerance:g} eV")
     b.axhline(target, color="C3", lw=0.8)
-    for t, g, cid in zip(trials, gaps_a, ids):
-        if abs(g - target) <= max(10 * tolerance, 0.05):
-            b.annotate(cid, (t, g), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    lab = np.zeros(n, dtype=bool) if unsuggested is None else np.asarray(unsuggested, dtype=bool)
+    miss = ~hit
+    b.scatter(trials[miss & ~lab], gaps_a[miss & ~lab], s=20, color="C0", label="measured")
+    if (miss & lab).any():
+        b.scatter(trials[miss & lab], gaps_a[miss & lab], s=20, facecolors="none", edgecolors="C0",
+                  label="measured, not suggested")
+    if hit.any():
+        b.scatter(trials[hit], gaps_a[hit], s=120, color="C3", marker="*", zorder=4, edgecolors="k", lw=0.5,
+                  label=f"hit ({int(hit.sum())}): |gap − T| ≤ D")
+        for t, g, cid, own in zip(trials[hit], gaps_a[hit], np.asarray(ids, dtype=object)[hit], lab[hit]):
+            b.annotate(cid + (" (not suggested)" if own else ""), (t, g), fontsize=8, xytext=(5, 5),
+                       textcoords="offset points", color="C3")
+    elif n:
+        k = int(np.argmin(err))
+        b.annotate(f"no hit; closest trial: {ids[k]}\n|gap − T| = {err[k]:.3g} eV", (trials[k], gaps_a[k]),
+                   fontsize=8, color="0.3", style="italic", xytext=(0.5, 0.97), textcoords="axes fraction", ha="center",
+                   va="top", arrowprops={"arrowstyle": "->", "color": "0.5", "lw": 0.8},
+                   bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
     b.set_xlabel("trial")
     b.set_ylabel("measured band gap (eV)")
-    b.legend()
+    for ax in (a, b):  # legends below the axes: inside, they hide points wherever they go
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.7, max(n, budget or 0) + 0.7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -69,33 +117,89 @@ def plot_campaign(path: str | Path, gaps: list[float], ids: list[str], target: f
 def plot_benchmark(path: str | Path, curves: dict[str, np.ndarray], first_hits: dict[str, np.ndarray],
                    random_found: np.ndarray, tolerance: float, title: str) -> None:
     """Left: the share of campaigns with a hit by each trial, per engine (``first_hits``: one trial number per
-    run, budget + 1 for none), with random's exact expectation (``random_found``: ``budget``). Right: the median
-    best |gap - T| among each campaign's trials, with the 25-75% band (``curves``: runs x trials)."""
+    run, budget + 1 for none), against random's exact expectation (``random_found``: ``budget``). Right, one small
+    panel per engine: the best |gap - T| among each campaign's own trials (``curves``: runs x trials), median line
+    and 25-75% band, random's median for reference. A caption under the plots says what is drawn."""
     plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    from matplotlib.patches import Patch
+
+    names = list(first_hits)
     budget = len(random_found)
     t = np.arange(1, budget + 1)
-    colour = {name: f"C{k}" for k, name in enumerate(first_hits)}
-    for name, fh in first_hits.items():
-        found = (np.asarray(fh)[:, None] <= t[None, :]).mean(axis=0)
-        left.step(t, found, where="post", color=colour[name], label=f"{name} ({len(fh)} runs)")
-    left.plot(t, random_found, color="k", ls="--", lw=1.2, label="random, exact expectation")
-    left.set_xlabel("trial")
-    left.set_ylabel("campaigns with a hit so far")
-    left.set_ylim(0, 1)
-    left.legend(fontsize=8)
-    for name, c in curves.items():
-        c = np.maximum(c, 1e-4)
-        x = np.arange(1, c.shape[1] + 1)
-        right.plot(x, np.median(c, axis=0), color=colour[name], label=f"{name} (median)")
-        right.fill_between(x, np.percentile(c, 25, axis=0), np.percentile(c, 75, axis=0), color=colour[name],
-                           alpha=0.12)
-    right.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g} eV")
-    right.set_yscale("log")
-    right.set_xlabel("trial")
-    right.set_ylabel("best |gap - target| among the campaign's trials (eV)")
-    right.legend(fontsize=8)
+    colour = {name: f"C{k % 10}" for k, name in enumerate(names)}
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+    styles = ["-", (0, (5, 2)), "-.", (0, (1, 1.2))]
+    n = max(len(names), 1)
+    nc = 1 if n == 1 else 2 if n <= 4 else 3 if n <= 9 else 4
+    nr = -(-n // nc)
+    fig = plt.figure(figsize=(6.5 + 3.0 * nc, max(5.2, 2.5 * nr) + 1.0))
+    gs = fig.add_gridspec(nr, 1 + nc, width_ratios=[2.4] + [1.0] * nc)
+    left = fig.add_subplot(gs[:, 0])
+
+    # left: staggered markers, so that engines on the same line (all at 0, say) each stay visible
+    step = max(n, budget // 6)  # every engine's markers on trials of their own
+    left.plot(t, random_found, color="0.45", lw=5, alpha=0.45, solid_capstyle="butt",
+              label="random picking, exact expectation\nfor the same priors")
+    for k, name in enumerate(names):
+        fh = np.asarray(first_hits[name])
+        found = (fh[:, None] <= t[None, :]).mean(axis=0)
+        left.step(t, found, where="post", color=colour[name], ls=styles[k % len(styles)], lw=1.6,
+                  marker=markers[k % len(markers)], ms=6, markevery=(k * step // n, step), mec="k", mew=0.4,
+                  label=f"{name}: {len(fh)} runs, {np.mean(fh <= budget):.0%} found a hit")
+    left.set_xlim(0.5, budget + 0.5)
+    left.set_ylim(-0.04, 1.04)  # lines at 0 and 1 drawn inside the frame, not on it
+    left.axhline(0, color="0.8", lw=0.6, zorder=0)
+    left.set_xlabel("trial t")
+    left.set_ylabel(f"share of campaigns with a hit (|gap − T| ≤ {tolerance:g} eV) by trial t")
+    left.set_title("campaigns that found a hit", fontsize=10)
+    left.grid(alpha=0.25)
+    left.legend(fontsize=8, loc="upper left")
+
+    # right: one panel per engine, same axes
+    floor = 1e-4
+    ref = np.median(np.maximum(curves["random"], floor), axis=0) if "random" in curves else None
+    first = None
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(gs[k // nc, 1 + k % nc], sharex=first, sharey=first)
+        first = first or ax
+        c = curves.get(name)
+        if ref is not None and name != "random":
+            ax.plot(np.arange(1, ref.size + 1), ref, color="0.35", lw=1.2, ls=(0, (4, 2)), label="random's median")
+        if c is not None and c.size:
+            c = np.maximum(c, floor)
+            x = np.arange(1, c.shape[1] + 1)
+            ax.fill_between(x, np.percentile(c, 25, axis=0), np.percentile(c, 75, axis=0), color=colour[name],
+                            alpha=0.25, lw=0, label="middle 50% of campaigns")
+            ax.plot(x, np.median(c, axis=0), color=colour[name], lw=2, marker=markers[k % len(markers)], ms=4,
+                    markevery=(0, step), mec="k", mew=0.4, label="median campaign")
+        else:
+            ax.text(0.5, 0.5, "no campaign ran\nthe full budget", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
+        ax.axhline(tolerance, color="C3", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_title(f"{name} ({0 if c is None else len(c)} runs)", fontsize=9, color=colour[name])
+        ax.tick_params(labelsize=8)
+        if k % nc == 0:
+            ax.set_ylabel("best |gap − T| so far (eV)", fontsize=8)
+        if k // nc == nr - 1 or k + nc >= n:
+            ax.set_xlabel("trial", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    caption = (f"Left: the share of each engine's campaigns that have found a hit by trial t; the broad grey line is "
+               f"what picking at random gives, computed exactly for the same priors. Right: the best |gap − T| among "
+               f"a campaign's own trials (its prior not counted), one panel per engine: the line is the median "
+               f"campaign, the shaded band the middle 50% of campaigns (25th–75th percentile); dashed red: the "
+               f"tolerance, {tolerance:g} eV (values below {floor:g} eV drawn at {floor:g}).")
+    fig.text(0.01, 0.01, caption, fontsize=8, wrap=True, va="bottom", ha="left")
+    fig.tight_layout(rect=(0, 0.07 if nr > 1 else 0.1, 1, 0.9))
+    # one key for the small panels, above them, where it hides no data
+    key = [(plt.Line2D([], [], color="0.3", lw=2), "median"),
+           (Patch(color="0.3", alpha=0.25, lw=0), "middle 50% of campaigns"),
+           (plt.Line2D([], [], color="0.35", lw=1.2, ls=(0, (4, 2))), "random's median"),
+           (plt.Line2D([], [], color="C3", lw=1, ls="--"), "tolerance")]
+    if ref is None:
+        key.pop(2)
+    x0 = fig.axes[1].get_position().x0 if len(fig.axes) > 1 else 0.5
+    fig.legend(*zip(*key), loc="lower left", bbox_to_anchor=(x0 - 0.01, 0.9), ncol=len(key), fontsize=8,
+               frameon=False, handlelength=2.2, columnspacing=1.2)
     fig.savefig(path, dpi=120)
     plt.close(fig)

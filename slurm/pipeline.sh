@@ -1,48 +1,136 @@
 #!/bin/bash
 # The whole chain on a Slurm cluster, each step after the previous one succeeded:
-#   index (one job) -> featurize (array job(s), one task per shard) -> merge (--dependency=afterok on the
-#   arrays) -> search (--dependency=afterok on the merge; only when LABELS TARGET OUT are given)
+#   index -> featurize (array job(s), one task per shard) -> merge (--dependency=afterok on the arrays)
+#   -> PCA + search (afterok on the merge; only with --search)
 #
-#   slurm/pipeline.sh ROOT STORE [LABELS TARGET OUT]
+#   slurm/pipeline.sh [--now] ROOT... --out STORE [--search LABELS.csv TARGET_EV OUT_DIR]
 #
-# The array size is known only once the index exists, so the index job calls this script again
-# (--after-index) to submit the rest. Arrays longer than the cluster's MaxArraySize are split and each part
-# gets GAPSEEK_SHARD_OFFSET. Set GAPSEEK_IMAGE to run every step inside the Singularity image.
-# EDIT: SHARD_SIZE (rows per shard), PARALLEL (array tasks at once), and the #SBATCH lines of the .sbatch files;
-# GAPSEEK_SBATCH_ARGS adds options to every sbatch call (e.g. "--account=abc", or "--gres=none" on CPU nodes).
+#   (default)  submit an index job; when it is done, that job submits the rest (the number of shards, hence
+#              the array size, is known only then). Needs sbatch to work inside jobs.
+#   --now      index here, on the login node (fast: 18 s for 500,000 files), then submit the arrays, merge
+#              and search at once, chained by dependencies: for sites that forbid submitting from jobs.
+#
+# Run it from any directory (relative paths are made absolute). Logs: STORE/logs/. Settings, from the
+# environment or the site file (slurm/site.sh, see site.sh.example):
+#   SHARD_SIZE           manifest rows per shard (4096)
+#   PARALLEL             array tasks running at once (16)
+#   GAPSEEK_GRES         the featurize tasks' GPU request, e.g. gpu:a100:1 (default: featurize.sbatch's gpu:1;
+#                        none on CPU nodes)
+#   GAPSEEK_SBATCH_ARGS  options added to every sbatch call, e.g. "--account=abc --partition=p"; Slurm's
+#                        SBATCH_* variables work too (they, too, apply to every step)
+#   GAPSEEK_IMAGE        run every step inside the Singularity/Apptainer image (GAPSEEK_BIND: what to bind)
+# Arrays longer than the cluster's MaxArraySize are split, each part with its --shard-offset.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-export GAPSEEK_SLURM_DIR=$here
-PARALLEL=${PARALLEL:-16}
-read -r -a extra <<< "${GAPSEEK_SBATCH_ARGS:-}"
-mkdir -p logs
+# shellcheck source=slurm/common.sh
+source "$here/common.sh"
 
-if [ "${1:-}" = --after-index ]; then
-    store=${2:?}; shift 2
-    source "$here/common.sh"
+usage="usage: $0 [--now] ROOT... --out STORE [--search LABELS.csv TARGET_EV OUT_DIR]"
+now=0
+after_index=0
+store=""
+roots=()
+search=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --now) now=1; shift ;;
+        --after-index) after_index=1; shift ;;  # internal: the index job submitting the rest
+        --out) [ $# -ge 2 ] || die "--out needs STORE; $usage"; store=$2; shift 2 ;;
+        --out=*) store=${1#--out=}; shift ;;
+        --search) [ $# -ge 4 ] || die "--search needs LABELS.csv TARGET_EV OUT_DIR; $usage"
+                  search=("$2" "$3" "$4"); shift 4 ;;
+        -h|--help) echo "$usage"; exit 0 ;;
+        -*) die "unknown option $1; $usage" ;;
+        *) roots+=("$1"); shift ;;
+    esac
+done
+
+# settings, validated
+SHARD_SIZE=${SHARD_SIZE:-4096}
+PARALLEL=${PARALLEL:-16}
+[[ $SHARD_SIZE =~ ^[1-9][0-9]*$ ]] || die "SHARD_SIZE must be a positive number of rows, got '$SHARD_SIZE'"
+[[ $PARALLEL =~ ^[1-9][0-9]*$ ]] || die "PARALLEL must be a positive number of tasks, got '$PARALLEL'"
+read -r -a extra <<< "${GAPSEEK_SBATCH_ARGS:-}"
+gres=()
+if [ -n "${GAPSEEK_GRES:-}" ]; then
+    [[ $GAPSEEK_GRES =~ ^[A-Za-z0-9_:,.-]+$ ]] || die "GAPSEEK_GRES looks wrong: '$GAPSEEK_GRES' (e.g. gpu:a100:1)"
+    gres=(--gres="$GAPSEEK_GRES")
+fi
+[ -n "$store" ] || die "no --out STORE (the store is now given with --out); $usage"
+store=$(realpath -m -s -- "$store")  # absolute; symlinks kept, as gapseek index keeps them
+if [ $after_index = 0 ]; then
+    [ ${#roots[@]} -gt 0 ] || die "no ROOT to index; $usage"
+    for i in "${!roots[@]}"; do
+        [ -e "${roots[i]}" ] || die "ROOT ${roots[i]} does not exist (from $PWD)"
+        roots[i]=$(realpath -s -- "${roots[i]}")
+    done
+fi
+if [ ${#search[@]} -gt 0 ]; then
+    [ -f "${search[0]}" ] || die "labels file ${search[0]} not found (from $PWD)"
+    [[ ${search[1]} =~ ^[0-9]*\.?[0-9]+$ ]] || die "TARGET_EV must be a number of eV, got '${search[1]}'"
+    search[0]=$(realpath -s -- "${search[0]}")
+    search[2]=$(realpath -m -s -- "${search[2]}")
+fi
+mkdir -p "$store/logs"
+
+# sbatch --parsable with the extra options -> $jid; if sbatch fails, stop and say what was submitted already
+submitted=()
+submit() {
+    local out rc
+    out=$(sbatch --parsable ${extra[@]+"${extra[@]}"} "$@") || {
+        rc=$?
+        echo "gapseek pipeline: sbatch failed (exit status $rc): sbatch ${extra[*]-} $*" >&2
+        if [ ${#submitted[@]} -gt 0 ]; then
+            echo "  already submitted: ${submitted[*]}; cancel them (scancel ${submitted[*]})," \
+                 "fix the cause and run pipeline.sh again (finished shards are kept)" >&2
+        fi
+        exit 1
+    }
+    jid=${out%%;*}
+    [[ $jid =~ ^[0-9]+$ ]] || die "sbatch printed '$out', not a job id"
+    submitted+=("$jid")
+}
+
+# the featurize array(s), the merge after them, the search after the merge
+submit_rest() {
+    local n max off count merge deps=""
+    gapseek_cmd "$store"
     n=$("${GAPSEEK[@]}" status "$store" --num-shards)
-    max=$(scontrol show config 2>/dev/null | awk '/^MaxArraySize/ {print $3}')
+    max=$(scontrol show config 2>/dev/null | awk '/^MaxArraySize/ {print $3}') || true
     max=${max:-1001}
-    deps=""
     for ((off = 0; off < n; off += max - 1)); do
         count=$(( n - off < max - 1 ? n - off : max - 1 ))
-        a=$(sbatch --parsable "${extra[@]}" --export=ALL,GAPSEEK_SHARD_OFFSET=$off \
-            --array=0-$((count - 1))%$PARALLEL "$here/featurize.sbatch" "$store")
-        deps="$deps:$a"
-        echo "featurize shards $off..$((off + count - 1)): array job $a"
+        submit ${gres[@]+"${gres[@]}"} --array=0-$((count - 1))%"$PARALLEL" \
+            --output="$store/logs/gapseek-featurize-%A_%a.log" "$here/featurize.sbatch" "$store" --shard-offset "$off"
+        deps="$deps:$jid"
+        echo "featurize shards $off..$((off + count - 1)): array job $jid"
     done
-    m=$(sbatch --parsable "${extra[@]}" --dependency=afterok$deps "$here/merge.sbatch" "$store")
-    echo "merge: job $m (after$deps)"
-    if [ $# -ge 3 ]; then
-        s=$(sbatch --parsable "${extra[@]}" --dependency=afterok:$m "$here/search.sbatch" "$store" "$1" "$2" "$3")
-        echo "search: job $s (after $m)"
+    submit --dependency=afterok"$deps" --output="$store/logs/gapseek-merge-%j.log" "$here/merge.sbatch" "$store"
+    merge=$jid
+    echo "merge: job $merge (after$deps)"
+    if [ ${#search[@]} -gt 0 ]; then
+        submit --dependency=afterok:"$merge" --output="$store/logs/gapseek-search-%j.log" \
+            "$here/search.sbatch" "$store" "${search[@]}"
+        echo "search: job $jid (after $merge)"
     fi
-    exit 0
-fi
+}
 
-root=${1:?usage: slurm/pipeline.sh ROOT STORE [LABELS TARGET OUT]}
-store=$(realpath -m "${2:?usage: slurm/pipeline.sh ROOT STORE [LABELS TARGET OUT]}")
-shift 2
-jid=$(sbatch --parsable "${extra[@]}" --export=ALL,GAPSEEK_CONTINUE=1 "$here/index.sbatch" "$root" "$store" "$@")
-echo "gapseek pipeline: index job $jid; it submits featurize, merge and search when it is done (logs/)"
-echo "follow with: squeue -u \$USER; gapseek status $store"
+if [ $after_index = 1 ]; then
+    submit_rest
+elif [ $now = 1 ]; then
+    gapseek_cmd "${roots[@]}" "$store"
+    "${GAPSEEK[@]}" index "${roots[@]}" --out "$store" --shard-size "$SHARD_SIZE" --overwrite
+    submit_rest
+    echo "gapseek pipeline: jobs ${submitted[*]} submitted; logs in $store/logs"
+else
+    # the index job runs this script again with --after-index, with the submission settings of this shell
+    # (passed as arguments, so they hold under SBATCH_EXPORT=NONE too)
+    next=(env "PARALLEL=$PARALLEL" "GAPSEEK_SBATCH_ARGS=${GAPSEEK_SBATCH_ARGS:-}" "GAPSEEK_GRES=${GAPSEEK_GRES:-}")
+    for v in $(compgen -e | grep '^SBATCH_' || true); do next+=("$v=${!v}"); done
+    next+=(bash "$here/pipeline.sh" --after-index --out "$store")
+    if [ ${#search[@]} -gt 0 ]; then next+=(--search "${search[@]}"); fi
+    submit --output="$store/logs/gapseek-index-%j.log" "$here/index.sbatch" "${roots[@]}" --out "$store" \
+        --shard-size "$SHARD_SIZE" -- "${next[@]}"
+    echo "gapseek pipeline: index job $jid; it submits featurize, merge and search when it is done"
+    echo "logs in $store/logs; follow with: squeue -u \$USER; gapseek status $store"
+fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import h5py
 import numpy as np
 import pytest
 from conftest import COD_DIR, MODEL_DIR, MP_DIR, ROOT, need
+
+from gapseek import __version__
 
 SCRIPT = ROOT / "tests" / "slurm" / "local-slurm.sh"
 BIN = Path(sys.executable).parent
@@ -113,14 +116,20 @@ TEST_RESOURCES = ("--gres=none", "--cpus-per-task=1", "--mem=2G")
 
 
 def test_array_job_merged_store_equals_single_process(slurm, inputs, single, tmp_path):
+    """Submitted from a scratch directory, without GAPSEEK_SLURM_DIR: the job finds slurm/common.sh through
+    the submitted script's path; its log lands in the submit directory and starts with the job's settings."""
     store = tmp_path / "store"
     _index(store, inputs, slurm)
-    (tmp_path / "logs").mkdir()
+    submit_dir = tmp_path / "scratch"
+    submit_dir.mkdir()
     job = _sbatch(*TEST_RESOURCES, "--array=0-3%4", str(ROOT / "slurm" / "featurize.sbatch"), str(store),
-                  env=dict(slurm, GAPSEEK_SLURM_DIR=str(ROOT / "slurm")), cwd=tmp_path)
+                  env=slurm, cwd=submit_dir)
     _wait_gone(job, slurm)
-    logs = sorted((tmp_path / "logs").glob(f"gapseek-featurize-{job}_*.log"))
+    logs = sorted(submit_dir.glob(f"gapseek-featurize-{job}_*.log"))
     assert len(logs) == 4 and all("ok /" in p.read_text() for p in logs), [p.read_text()[-500:] for p in logs]
+    head = logs[0].read_text()
+    assert f"gapseek {__version__}" in head and f"SLURM_ARRAY_JOB_ID={job}" in head, head[:2000]
+    assert f"scripts: {ROOT / 'slurm'}" in head
     _gapseek("merge", str(store), env=slurm)
     _assert_same(store / "features.h5", single)
 
@@ -128,8 +137,7 @@ def test_array_job_merged_store_equals_single_process(slurm, inputs, single, tmp
 def test_cancelled_task_is_resubmitted_and_nothing_is_lost_or_duplicated(slurm, inputs, single, tmp_path):
     store = tmp_path / "store"
     _index(store, inputs, slurm)
-    (tmp_path / "logs").mkdir()
-    env = dict(slurm, GAPSEEK_SLURM_DIR=str(ROOT / "slurm"))
+    env = slurm
     job = _sbatch(*TEST_RESOURCES, "--array=0-3%4", str(ROOT / "slurm" / "featurize.sbatch"), str(store),
                   "--checkpoint-every", "256", env=env, cwd=tmp_path)
     # cancel shard 1's task as soon as it has checkpointed a block, mid-run
@@ -149,7 +157,7 @@ def test_cancelled_task_is_resubmitted_and_nothing_is_lost_or_duplicated(slurm, 
     job2 = _sbatch(*TEST_RESOURCES, f"--array={status}", str(ROOT / "slurm" / "featurize.sbatch"), str(store),
                    "--checkpoint-every", "256", env=env, cwd=tmp_path)
     _wait_gone(job2, slurm)
-    log = (tmp_path / "logs" / f"gapseek-featurize-{job2}_1.log").read_text()
+    log = (tmp_path / f"gapseek-featurize-{job2}_1.log").read_text()
     assert "resumed" in log, log[-1000:]
     _gapseek("merge", str(store), env=slurm)
     _assert_same(store / "features.h5", single)
@@ -182,10 +190,57 @@ def test_submitit_local_executor_is_the_default_without_slurm(inputs, single, tm
     env = {k: v for k, v in slurm.items() if k != "SLURM_CONF"}
     res = _gapseek("submit", str(store), "--cpus", "1", env=env)
     assert "local array(s)" in res.stdout
+    assert not [p for p in (store / "logs").rglob("*") if "%" in p.name]  # no literal '%j' folder
+    assert list((store / "logs" / "submitit" / "local").glob("*_log.out"))
     _assert_same(store / "features.h5", single)
 
 
-def test_pipeline_chains_index_array_merge_and_search(slurm, tmp_path):
+def _site_scripts(path: Path) -> Path:
+    """A site's copy of slurm/ with its site.sh: the set-up a job needs when it starts from a clean environment
+    (SBATCH_EXPORT=NONE): the venv's bin on PATH and the model."""
+    shutil.copytree(ROOT / "slurm", path, ignore=shutil.ignore_patterns("site.sh"))
+    (path / "site.sh").write_text(f'export PATH="{BIN}:$PATH"\nexport GAPSEEK_MODEL_DIR="{MODEL_DIR}"\n')
+    return path
+
+
+def _clean_env(slurm: dict, **extra) -> dict:
+    """A login shell without gapseek's venv or settings: the jobs must get them from the site file."""
+    path = os.pathsep.join(p for p in slurm["PATH"].split(os.pathsep) if Path(p) != BIN)
+    keep = {k: v for k, v in slurm.items() if not k.startswith(("GAPSEEK_", "VIRTUAL_ENV"))}
+    return dict(keep, PATH=path, SBATCH_EXPORT="NONE", **extra)
+
+
+def test_rerun_hint_runs_verbatim_from_anywhere_with_export_none(slurm, inputs, single, tmp_path):
+    """`gapseek merge` names the shards to redo and the sbatch command that redoes them; that command, pasted
+    as it is into a shell in another directory, with SBATCH_EXPORT=NONE (the job gets no environment from the
+    login shell, so the site file must set up the venv), redoes them, and the merge then succeeds."""
+    scripts = _site_scripts(tmp_path / "site-slurm")
+    store = tmp_path / "store"
+    _index(store, inputs, slurm)
+    for shard in (0, 2, 3):
+        _gapseek("featurize", str(store), "--shard", str(shard), "--no-progress", env=slurm)
+    merge = _gapseek("merge", str(store), env=dict(slurm, GAPSEEK_SLURM_DIR=str(scripts)), check=False)
+    assert merge.returncode == 1 and "shard 1" in merge.stderr, merge.stderr
+    hint = re.findall(r"`(sbatch [^`]*)`", merge.stderr)
+    assert len(hint) == 1, merge.stderr
+    assert hint[0] == f"sbatch --array=1 {scripts / 'featurize.sbatch'} {store}", hint  # absolute: works anywhere
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # this node's resources instead of the script's GPU (Slurm's own variables; no sbatch option added)
+    env = _clean_env(slurm, SBATCH_GRES="none", SBATCH_MEM_PER_NODE="2G")
+    res = subprocess.run(["bash", "-c", hint[0]], env=env, cwd=elsewhere, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    job = re.fullmatch(r"Submitted batch job (\d+)\s*", res.stdout).group(1)
+    _wait_gone(job, slurm)
+    log = (elsewhere / f"gapseek-featurize-{job}_1.log").read_text()
+    assert "ok /" in log and f"site file: {scripts / 'site.sh'}" in log, log[-2000:]
+    assert "SLURM_EXPORT_ENV=NONE" in log  # the job really started without the login environment
+    _gapseek("merge", str(store), env=slurm)
+    _assert_same(store / "features.h5", single)
+
+
+def _mp300(tmp_path: Path) -> tuple[Path, Path]:
     mp = sorted(need(MP_DIR / "cifs").glob("*.cif"))[:300]
     listing = tmp_path / "mp300.txt"
     listing.write_text("\n".join(str(p) for p in mp))
@@ -193,19 +248,90 @@ def test_pipeline_chains_index_array_merge_and_search(slurm, tmp_path):
     labels = tmp_path / "labels.csv"
     rows = [ln for ln in (MP_DIR / "id_prop.csv").read_text().splitlines() if ln.split(",")[0] in wanted]
     labels.write_text("\n".join(rows) + "\n")
-    store, out = tmp_path / "store", tmp_path / "search"
-    env = dict(slurm, SHARD_SIZE="256", GAPSEEK_SBATCH_ARGS="--gres=none --cpus-per-task=1 --mem=2G")
-    res = subprocess.run(["bash", str(ROOT / "slurm" / "pipeline.sh"), str(listing), str(store), str(labels),
-                          "2.534", str(out)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+    return listing, labels
+
+
+def _wait_queue_empty(env, timeout=600) -> None:
+    """Until every job is done: the index job submits the rest before it ends, so the queue is never empty
+    in between."""
     t0 = time.time()
-    while not (out / "summary.json").exists() and time.time() - t0 < 600:
+    while time.time() - t0 < timeout:
+        if not subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip():
+            return
         time.sleep(1)
-    logs = "\n".join(p.name + ": " + p.read_text()[-400:] for p in sorted((tmp_path / "logs").glob("*.log")))
+
+
+def _store_logs(store: Path) -> str:
+    return "\n".join(p.name + ": " + p.read_text()[-600:] for p in sorted((store / "logs").glob("*.log")))
+
+
+def test_pipeline_chains_index_array_merge_and_search(slurm, tmp_path):
+    """The default mode (the index job submits the rest), with SBATCH_EXPORT=NONE and a site's copy of the
+    scripts, run from another directory with relative paths."""
+    listing, labels = _mp300(tmp_path)
+    scripts = _site_scripts(tmp_path / "site-slurm")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _clean_env(slurm, SHARD_SIZE="256", GAPSEEK_SBATCH_ARGS="--gres=none --cpus-per-task=1 --mem=2G")
+    # a target some labelled crystal has (search refuses one that none is near)
+    gaps = sorted(g for g in (float(ln.split(",")[1]) for ln in labels.read_text().splitlines()) if g > 0)
+    target = gaps[len(gaps) // 2]
+    res = subprocess.run(["bash", "../site-slurm/pipeline.sh", "../mp300.txt", "--out", "../store",
+                          "--search", "../labels.csv", str(target), "../search"], env=env, cwd=work,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    store, out = tmp_path / "store", tmp_path / "search"
+    _wait_queue_empty(slurm)
+    logs = _store_logs(store)
     assert (out / "summary.json").exists(), logs
     with h5py.File(store / "features.h5", "r") as f:
         assert f.attrs["num_shards"] == 2 and f["ids"].shape[0] + f["failures/ids"].shape[0] == 300
     assert "featurize shards 0..1" in logs and "merge: job" in logs and "search: job" in logs
+    heads = [p.read_text() for p in (store / "logs").glob("*.log")]
+    assert len(heads) == 5 and all(f"site file: {scripts / 'site.sh'}" in h for h in heads), logs
+    assert all("SLURM_EXPORT_ENV=NONE" in h for h in heads)  # every job started from a clean environment
+    assert not list(work.iterdir())  # everything went to STORE/logs
+
+
+def test_pipeline_now_indexes_here_and_submits_the_chain_up_front(slurm, tmp_path):
+    """--now: no job submits jobs. Several roots; a sbatch that fails stops the script with its reason."""
+    listing, _ = _mp300(tmp_path)
+    (tmp_path / "cod").mkdir()
+    for p in sorted(need(COD_DIR).rglob("*.cif"))[:40]:
+        shutil.copy(p, tmp_path / "cod" / p.name)
+    n = 300 + len(list((tmp_path / "cod").iterdir()))
+    store = tmp_path / "store"
+    env = dict(slurm, SHARD_SIZE="256", GAPSEEK_SBATCH_ARGS="--gres=none --cpus-per-task=1 --mem=2G")
+    script = str(ROOT / "slurm" / "pipeline.sh")
+    bad = subprocess.run(["bash", script, "--now", str(listing), str(tmp_path / "cod"), "--out", str(store)],
+                         env=dict(env, GAPSEEK_SBATCH_ARGS="--partition=nonexistent"), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "sbatch failed" in bad.stderr and "partition" in bad.stderr, bad.stderr
+    res = subprocess.run(["bash", script, "--now", str(listing), str(tmp_path / "cod"), "--out", str(store)],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"gapseek index: {n} inputs" in res.stdout and "featurize shards 0..1" in res.stdout, res.stdout
+    merge_job = re.search(r"merge: job (\d+)", res.stdout).group(1)
+    _wait_gone(merge_job, slurm)
+    assert (store / "features.h5").exists(), _store_logs(store)
+    with h5py.File(store / "features.h5", "r") as f:
+        assert f["ids"].shape[0] + f["failures/ids"].shape[0] == n
+
+
+def test_pipeline_refuses_bad_settings_before_submitting(tmp_path):
+    script = str(ROOT / "slurm" / "pipeline.sh")
+    env = dict(os.environ, GAPSEEK_SITE=os.devnull)
+    cases = [([str(tmp_path), str(tmp_path / "store")], "--out"),  # the form of earlier versions
+             ([str(tmp_path / "nope"), "--out", str(tmp_path / "s")], "does not exist"),
+             ([str(tmp_path), "--out", str(tmp_path / "s"), "--search", str(tmp_path / "l.csv"), "2", "o"],
+              "labels file"),
+             ([str(tmp_path), "--out", str(tmp_path / "s"), "--frobnicate"], "unknown option")]
+    for args, message in cases:
+        res = subprocess.run(["bash", script, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and message in res.stderr, (args, res.stderr)
+    res = subprocess.run(["bash", script, str(tmp_path), "--out", str(tmp_path / "s")],
+                         env=dict(env, PARALLEL="0"), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "PARALLEL" in res.stderr
 
 
 def test_stop_ends_a_step_daemon_left_without_its_slurmd(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -184,10 +185,20 @@ def _check_part(path: Path, man: Manifest, index: int, settings_digest: str | No
     return None
 
 
+def featurize_sbatch() -> str:
+    """The featurize.sbatch that hints name, as a path that works from any directory: the one in
+    ``$GAPSEEK_SLURM_DIR``, else the source checkout's (an editable install), else ``slurm/featurize.sbatch``."""
+    for d in (os.environ.get("GAPSEEK_SLURM_DIR"), Path(__file__).resolve().parents[2] / "slurm"):
+        if d and (Path(d) / "featurize.sbatch").is_file():
+            return shlex.quote(str((Path(d) / "featurize.sbatch").resolve()))
+    return "slurm/featurize.sbatch"
+
+
 def rerun_hint(store: str | Path, indices: list[int]) -> str:
     listed = ",".join(str(i) for i in indices)
-    return (f"rerun them with `gapseek featurize {store} --shard I` for I in {listed}, or "
-            f"`sbatch --array={listed} slurm/featurize.sbatch {store}`")
+    where = shlex.quote(str(Path(store).resolve()))
+    return (f"rerun them with `gapseek featurize {where} --shard I` for I in {listed}, or "
+            f"`sbatch --array={listed} {featurize_sbatch()} {where}`")
 
 
 def merge_shards(store: str | Path, overwrite: bool = False, block: int = 65536) -> Path:

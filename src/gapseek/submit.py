@@ -100,7 +100,11 @@ def submit_shards(store: str | Path, sub: SubmitSettings, settings: FeaturizeSet
     if not todo:
         print(f"gapseek submit: every shard of {store} is complete")
     else:
-        folder = Path(store) / "logs" / "submitit" / "%j"
+        logs = Path(store) / "logs" / "submitit"
+        # Slurm: a folder per job (submitit fills in %j). The local executor's controller creates its folder
+        # as written, before any job id exists (a literal '%j' directory): its files go in one folder, each
+        # named after its job id.
+        folder = logs / "%j" if sub.executor == "slurm" else logs / "local"
         executor = submitit.AutoExecutor(folder=folder, cluster=sub.executor)
         params = dict(timeout_min=sub.time_min, cpus_per_task=sub.cpus, mem_gb=sub.mem_gb, name="gapseek-featurize")
         if sub.gpus:
@@ -119,7 +123,7 @@ def submit_shards(store: str | Path, sub: SubmitSettings, settings: FeaturizeSet
             jobs.extend(executor.map_array(task, batch))
         arrays = sorted({j.job_id.split("_")[0] for j in jobs})
         print(f"gapseek submit: {len(todo)} shard(s) in {len(arrays)} {sub.executor} array(s) "
-              f"{', '.join(arrays)}; logs in {folder.parent}", flush=True)
+              f"{', '.join(arrays)}; logs in {logs}", flush=True)
         if not wait:
             print(f"then: gapseek merge {store}")
             return 0
@@ -132,7 +136,7 @@ def submit_shards(store: str | Path, sub: SubmitSettings, settings: FeaturizeSet
                 failed.append(shard)
                 log.error("shard %d (job %s) failed: %s", shard, job.job_id, str(exc)[-2000:])
         if failed:
-            raise GapseekError(f"{len(failed)} shard task(s) failed: {failed}; logs in {folder.parent}; "
+            raise GapseekError(f"{len(failed)} shard task(s) failed: {failed}; logs in {logs}; "
                                f"rerun `gapseek submit {store} ...` to redo only the unfinished shards")
     path = merge_shards(store, overwrite=True)
     print(f"gapseek merge: -> {path}")

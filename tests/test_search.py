@@ -206,12 +206,18 @@ def test_search_resumes_after_a_crash_and_writes_its_outputs(tmp_path, monkeypat
     assert "other settings" in capsys.readouterr().err
 
 
-def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
-    store, labels, gap = _synthetic_store(tmp_path)
+def _lab_campaign(tmp_path):
+    """A lab campaign on a synthetic store, its prior the measured gaps of c0..c24: (store, gaps, directory)."""
+    store, _, gap = _synthetic_store(tmp_path)
     prior = tmp_path / "prior.csv"
     prior.write_text("".join(f"c{k},{float(gap[k])!r}\n" for k in range(25)))
     out = tmp_path / "lab"
     assert main(["campaign", str(store), "--target", str(T), "--prior", str(prior), "--out", str(out)]) == 0
+    return store, gap, out
+
+
+def test_lab_campaign_suggest_tell_and_its_errors(tmp_path, capsys):
+    store, gap, out = _lab_campaign(tmp_path)
     assert main(["suggest", str(out), "--n", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     suggested = [ln.split()[0] for ln in lines[-3:]]
@@ -532,11 +538,7 @@ def test_summary_says_none_when_no_hit_and_starts_from_the_prior(tmp_path, capsy
 
 
 def test_tell_marks_ids_never_suggested(tmp_path, capsys):
-    store, labels, gap = _synthetic_store(tmp_path)
-    prior = tmp_path / "prior.csv"
-    prior.write_text("".join(f"c{k},{float(gap[k])!r}\n" for k in range(25)))
-    out = tmp_path / "lab"
-    assert main(["campaign", str(store), "--target", str(T), "--prior", str(prior), "--out", str(out)]) == 0
+    store, gap, out = _lab_campaign(tmp_path)
     assert main(["suggest", str(out), "--n", "2"]) == 0
     suggested = [ln.split()[0] for ln in capsys.readouterr().out.strip().splitlines()[-2:]]
     other = next(f"c{k}" for k in range(25, 600) if f"c{k}" not in suggested)

@@ -204,9 +204,7 @@ def summarize_benchmark(out: str | Path) -> dict:
         full = [np.minimum.accumulate(trials[(name, k)]) for k in seeds if len(trials.get((name, k), ())) == budget]
         if full:
             curves[name] = np.array(full)
-    tmp = out / ".summary.json.tmp"
-    write_json(tmp, summary)
-    os.replace(tmp, out / "summary.json")
+    write_json(out / "summary.json", summary)
     random_found = np.mean([1.0 - survival[k][1:] for k in all_seeds], axis=0)
     plot_benchmark(out / "curves.png", curves, first_hits, random_found, tolerance,
                    f"T = {target} eV ± {tolerance}, pool {n_pool} ({hits_in_pool} hits), prior {n_prior}, "
@@ -253,12 +251,7 @@ def _write_meta(out: Path, record: dict, labels_path: str | Path | None) -> None
     meta = {"gapseek_benchmark": BENCHMARK_FORMAT, "gapseek_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "labels_file": str(Path(labels_path).resolve()) if labels_path else None, "settings": record}
-    tmp = out / ".benchmark.json.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(meta, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out / "benchmark.json")
+    write_json(out / "benchmark.json", meta)
 
 
 def _refuse_other_settings(out: Path, recorded: dict, now: dict, only: tuple[str, ...] = COMPARED) -> None:

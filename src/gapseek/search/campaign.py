@@ -35,6 +35,7 @@ from gapseek import __version__
 from gapseek.errors import ConfigError, GapseekWarning, InputError, few
 from gapseek.pca import PCAResult, fit_pca, load_pca, project, read_vectors, save_pca, saved_vectors
 from gapseek.search.engines import Engine, Pool, make_engine
+from gapseek.search.report import write_json
 from gapseek.store import decode_strings, features_path
 
 __all__ = ["CAMPAIGN_FORMAT", "LAB_TARGET_MARGIN", "Campaign", "CampaignSettings", "PCAChoice", "build_pool",
@@ -309,9 +310,7 @@ class Campaign:
         meta = {"gapseek_campaign": CAMPAIGN_FORMAT, "gapseek_version": __version__, "mode": mode,
                 "store": str(Path(store).resolve()), "settings": asdict(settings),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
-        tmp = d / ".campaign.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, d / "campaign.json")
+        write_json(d / "campaign.json", meta)
         with open(d / "trials.csv", "w", newline="") as fh:
             csv.writer(fh).writerow(TRIAL_FIELDS)
         return cls(d)
@@ -386,7 +385,7 @@ class Campaign:
         ``first_hit`` is the trial of the first hit, or None with ``found`` false; then ``first_hit_censored_at``
         is the number of trials done without a hit (the first hit, if any, comes later; the benchmark's means
         count such a campaign as budget + 1). ``budget`` is None for a lab campaign."""
-        from gapseek.search.report import plot_campaign, write_json
+        from gapseek.search.report import plot_campaign
 
         s = self.settings
         simulated = self.mode == "simulated"

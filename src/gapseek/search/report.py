@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,15 @@ __all__ = ["engine_summary", "plot_benchmark", "plot_campaign", "write_json"]
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """``data`` as indented JSON at ``path``, atomically: written to a temporary file beside it, fsynced, then
+    renamed over it, so a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def engine_summary(first_hits: list[int], hits: list[int], budget: int) -> dict:

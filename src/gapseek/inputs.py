@@ -19,13 +19,18 @@ CIF_SUFFIXES = (".cif", ".mcif")
 
 @dataclass(frozen=True)
 class InputItem:
+    """One input: its id, its path and, for an indexed store, the sha256 the manifest recorded (checked when
+    the file is read: a file changed since ``index`` is the failure ``stale-input``)."""
+
     id: str
     path: str
+    sha256: str | None = None
 
 
 def crystal_id(path: str | Path) -> str:
-    """The id of a CIF: its file name without the extension (COD: the 7-digit COD id)."""
-    name = os.path.basename(str(path))
+    """The id of a CIF: its file name without the extension (COD: the 7-digit COD id). Bytes of a name that
+    are not valid UTF-8 appear as ``\\xff`` escapes, so every id is plain text."""
+    name = os.path.basename(str(path)).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     for suffix in CIF_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

@@ -29,7 +29,7 @@ from gapseek import __version__
 from gapseek.errors import InputError, StoreError
 from gapseek.inputs import crystal_id, expand_input
 from gapseek.shards import ShardPlan, plan_shards
-from gapseek.store import decode_strings
+from gapseek.store import decode_strings, encode_strings
 
 __all__ = ["MANIFEST_FILE", "Manifest", "build_manifest", "read_manifest", "walk_inputs", "write_manifest"]
 
@@ -155,8 +155,8 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
     n = len(manifest)
     chunks = (min(max(n, 1), 65536),)
     with h5py.File(tmp, "w") as f:
-        f.create_dataset("ids", data=manifest.ids, dtype=_STR, chunks=chunks, **kw)
-        f.create_dataset("paths", data=manifest.paths, dtype=_STR, chunks=chunks, **kw)
+        f.create_dataset("ids", data=encode_strings(manifest.ids), dtype=_STR, chunks=chunks, **kw)
+        f.create_dataset("paths", data=encode_strings(manifest.paths), dtype=_STR, chunks=chunks, **kw)
         f.create_dataset("sha256", data=np.array(manifest.sha256, dtype="S64"), chunks=chunks, **kw)
         f.create_dataset("size", data=manifest.size, chunks=chunks, **kw)
         f.attrs["manifest_schema"] = MANIFEST_SCHEMA

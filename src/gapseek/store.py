@@ -21,7 +21,7 @@ import numpy as np
 from gapseek.errors import StoreError
 
 __all__ = ["FEATURES_FILE", "FeatureRows", "FeatureStore", "StoreWriter", "decode_strings", "export_csv",
-           "features_path", "open_store"]
+           "encode_strings", "features_path", "open_store"]
 
 FEATURES_FILE = "features.h5"
 SCHEMA_VERSION = 1
@@ -94,6 +94,8 @@ class StoreWriter:
         n = len(values)
         if n == 0:
             return
+        if isinstance(values, list) and isinstance(values[0], str):
+            values = encode_strings(values)
         start = ds.shape[0]
         ds.resize(start + n, axis=0)
         ds[start:] = values
@@ -180,9 +182,16 @@ class FeatureStore:
         return len(self.ids)
 
 
+def encode_strings(values) -> list[bytes]:
+    """``str`` → utf-8 bytes for an HDF5 string dataset. File names that are not valid UTF-8 (Python holds
+    their bytes as lone surrogates) keep their exact bytes, so every path read back opens the same file."""
+    return [v.encode("utf-8", "surrogateescape") for v in values]
+
+
 def decode_strings(values) -> list[str]:
-    """Strings read from an HDF5 string dataset (bytes or str, as h5py returns them) as ``str``."""
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    """Strings read from an HDF5 string dataset (bytes or str, as h5py returns them) as ``str``; the inverse
+    of :func:`encode_strings`."""
+    return [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def features_path(store: str | Path) -> Path:

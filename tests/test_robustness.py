@@ -12,7 +12,8 @@ from conftest import COD_DIR, EXAMPLES, need, write_cif
 from gapseek.cli import main
 
 KNOWN = {"unreadable", "not-cif", "syntax", "no-structure", "invalid-cell", "disordered", "unknown-element",
-         "too-many-atoms", "overlapping-atoms", "timeout", "out-of-memory", "model-error", "internal-error"}
+         "too-many-atoms", "overlapping-atoms", "timeout", "memory", "crashed", "symmetry", "not-a-file", "too-large",
+         "stale-input", "model-error", "internal-error"}
 
 
 def _store(path):

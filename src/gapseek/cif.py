@@ -11,14 +11,16 @@ Two readers produce the same :class:`Crystal`:
   tokenizer rejects. ``auto`` uses gemmi and falls back to pymatgen on a CIF syntax error.
 
 Every problem is raised as :class:`~gapseek.errors.CrystalError` with a short category
-(``unreadable``, ``syntax``, ``no-structure``, ``invalid-cell``, ``disordered``, ``unknown-element``,
-``too-many-atoms``) and a human-readable detail.
+(``unreadable``, ``not-a-file``, ``too-large``, ``not-cif``, ``syntax``, ``symmetry``, ``no-structure``,
+``invalid-cell``, ``disordered``, ``unknown-element``, ``too-many-atoms``) and a human-readable detail.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +31,7 @@ import numpy as np
 
 from gapseek.errors import ConfigError, CrystalError
 
-__all__ = ["Crystal", "ReadSettings", "lattice_from_parameters", "read_crystal"]
+__all__ = ["Crystal", "ReadSettings", "crystal_from_bytes", "lattice_from_parameters", "read_crystal", "read_input"]
 
 Reader = Literal["auto", "gemmi", "pymatgen"]
 DisorderPolicy = Literal["fail", "majority"]
@@ -60,6 +62,8 @@ class ReadSettings:
         disorder: ``fail`` records partially occupied / mixed sites as failure ``disordered``;
             ``majority`` keeps the majority occupant of every site (vacancies ignored).
         max_atoms: cells with more sites than this (after symmetry expansion) are failures.
+        max_bytes: files larger than this are the failure ``too-large`` (reading costs ~3x a file's size in
+            memory; COD's largest CIFs are a few MB).
         site_tolerance: fractional distance under which two symmetry images are the same site.
         frac_tolerance: relative tolerance for snapping coordinates to 1/3 and 2/3 (as pymatgen does).
     """
@@ -67,6 +71,7 @@ class ReadSettings:
     reader: Reader = "auto"
     disorder: DisorderPolicy = "fail"
     max_atoms: int = 1000
+    max_bytes: int = 100_000_000
     site_tolerance: float = 1e-4
     frac_tolerance: float = 1e-4
 
@@ -77,6 +82,8 @@ class ReadSettings:
             raise ConfigError(f"disorder must be one of fail, majority; got {self.disorder!r}")
         if self.max_atoms < 1:
             raise ConfigError(f"max_atoms must be >= 1; got {self.max_atoms}")
+        if self.max_bytes < 1:
+            raise ConfigError(f"max_bytes must be >= 1; got {self.max_bytes}")
 
 
 @dataclass
@@ -115,13 +122,43 @@ class Crystal:
         return "".join(f"{table.symbols[z]}{counts[z] // div if counts[z] > div else ''}" for z in order)
 
 
-def read_crystal(path: str | Path, settings: ReadSettings = ReadSettings()) -> Crystal:
-    """Read the first structure of a CIF file. Raises :class:`CrystalError` on any problem."""
-    path = Path(path)
+def read_input(path: str | Path, max_bytes: int = ReadSettings.max_bytes) -> bytes:
+    """The bytes of one input file; a :class:`CrystalError` for anything that is not a readable regular file of
+    at most ``max_bytes`` bytes. Opened without blocking, so a FIFO or a device named ``*.cif`` never hangs a
+    run."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise CrystalError("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "not a regular file")
+            raise CrystalError("not-a-file", f"{kind}, not a regular file")
+        if st.st_size > max_bytes:
+            raise CrystalError("too-large", f"{st.st_size} bytes > the limit of {max_bytes} bytes (--max-file-size)")
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            data = fh.read(max_bytes + 1)  # the file may grow between fstat and read
+    except OSError as exc:
+        raise CrystalError("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > max_bytes:
+        raise CrystalError("too-large", f"more than the limit of {max_bytes} bytes (--max-file-size)")
+    return data
+
+
+def read_crystal(path: str | Path, settings: ReadSettings = ReadSettings()) -> Crystal:
+    """Read the first structure of a CIF file. Raises :class:`CrystalError` on any problem."""
+    return crystal_from_bytes(read_input(path, settings.max_bytes), settings)
+
+
+def crystal_from_bytes(data: bytes, settings: ReadSettings = ReadSettings()) -> Crystal:
+    """The first structure of a CIF file's contents. Raises :class:`CrystalError` on any problem."""
     if not data.strip():
         raise CrystalError("no-structure", "the file is empty")
     if b"\x00" in data[:4096]:
@@ -397,11 +434,15 @@ def _symmetry_ops(block) -> list[tuple[np.ndarray, np.ndarray]]:
         col = _column(block, tag)
         if not col:
             continue
-        try:
-            ops = [gemmi.Op(s.strip().strip("'\"")) for s in col]
-        except (RuntimeError, ValueError):
-            continue
-        return [_op_matrices(op) for op in ops]
+        ops = []
+        for text in col:
+            op = text.strip().strip("'\"")
+            try:
+                ops.append(gemmi.Op(op))
+            except (RuntimeError, ValueError):  # never drop one: the others alone would build another crystal
+                raise CrystalError("symmetry", f"block {block.name!r}: symmetry operation {_short(op, 60)!r} "
+                                   f"({tag}) cannot be parsed") from None
+        return _distinct_ops([_op_matrices(op) for op in ops], block.name)
     for tag in _SG_NAME_TAGS:
         val = block.find_value(tag)
         if val is None or val.strip("'\" ") in ("", "?", "."):
@@ -420,6 +461,25 @@ def _symmetry_ops(block) -> list[tuple[np.ndarray, np.ndarray]]:
         if not math.isnan(n) and 1 <= n <= 230:
             return [_op_matrices(op) for op in gemmi.find_spacegroup_by_number(int(n)).operations()]
     return [(np.eye(3), np.zeros(3))]
+
+
+MAX_SYMMETRY_OPS = 192  # the order of the largest space group in its conventional (centred) cell
+
+
+def _distinct_ops(ops: list[tuple[np.ndarray, np.ndarray]], block: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``ops`` with repeats dropped (translations compared modulo 1), first occurrence kept, in order; more than
+    a space group can have is the failure ``symmetry``."""
+    seen: set[bytes] = set()
+    out = []
+    for rot, tran in ops:
+        key = (np.round(np.concatenate([rot.ravel(), np.mod(np.round(tran, 6), 1.0)]), 6) + 0.0).tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append((rot, tran))
+    if len(out) > MAX_SYMMETRY_OPS:
+        raise CrystalError("symmetry", f"block {block!r} lists {len(out)} distinct symmetry operations; no space "
+                           f"group has more than {MAX_SYMMETRY_OPS}")
+    return out
 
 
 def _op_matrices(op) -> tuple[np.ndarray, np.ndarray]:

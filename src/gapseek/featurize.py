@@ -1,9 +1,9 @@
 """Stage 1-3 together: (id, path) items → :class:`~gapseek.store.FeatureRows`, in input order.
 
 Every item ends either as a row of features or as a failure ``(id, path, reason)``; one bad file never stops
-a batch. Work is split into chunks of files; with ``workers > 1`` chunks run in a process pool (each
-worker reads, builds graphs and — on the CPU — runs the model with one thread); with a GPU the workers
-build graphs and the parent runs the model on the device.
+a batch. Work is split into chunks of files handed to supervised child processes
+(:mod:`gapseek.supervise`; each reads, builds graphs and — on the CPU — runs the model with one thread); with
+a GPU the children build graphs and the parent runs the model on the device.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import signal
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,14 +20,16 @@ import torch
 
 from gapseek import __version__
 from gapseek.batching import batches_by_atoms, collate, model_rows
-from gapseek.cif import Crystal, ReadSettings, read_crystal
+from gapseek.cif import ReadSettings, crystal_from_bytes, read_input
 from gapseek.errors import ConfigError, CrystalError
 from gapseek.graph import CrystalGraph, GraphSettings, atom_classes, build_graph
 from gapseek.inputs import InputItem
-from gapseek.model import LoadedModel, load_model
+from gapseek.model import LoadedModel
 from gapseek.store import FeatureRows
+from gapseek.supervise import SupervisedPool
 
-__all__ = ["FeaturizeSettings", "Featurizer", "featurize_items", "plan_chunks", "settings_attrs"]
+__all__ = ["FeaturizeSettings", "Featurizer", "GraphWorker", "featurize_items", "plan_chunks", "read_and_graph",
+           "rows_from", "settings_attrs"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,10 @@ class FeaturizeSettings:
         batch_atoms: model rows per batch (atoms, or classes of equivalent atoms with ``reduce``); large
             batches of big cells are slower per crystal.
         chunk_size: files per unit of work handed to a worker.
-        timeout: seconds allowed per file for reading and graph building; ``0`` disables.
+        timeout: seconds one file may take to be read and graphed (and one model batch to run); past it the
+            worker process is killed and the file recorded as ``timeout``; ``0`` disables.
+        memory_limit: GiB of address space each worker process may add to what it holds at start
+            (``RLIMIT_AS``); a file that needs more is recorded as ``memory`` or ``crashed``; ``0`` disables.
         reduce: run the model once per class of equivalent atoms (:func:`~gapseek.graph.equivalent_atoms`)
             rather than once per atom; same outputs up to float32 rounding, ~2x faster.
     """
@@ -59,6 +61,7 @@ class FeaturizeSettings:
     batch_atoms: int = 512
     chunk_size: int = 256
     timeout: float = 120.0
+    memory_limit: float = 4.0
     reduce: bool = True
 
     def __post_init__(self) -> None:
@@ -68,6 +71,8 @@ class FeaturizeSettings:
             raise ConfigError("batch_atoms and chunk_size must be >= 1")
         if self.timeout < 0:
             raise ConfigError(f"timeout must be >= 0 seconds; got {self.timeout}")
+        if self.memory_limit < 0:
+            raise ConfigError(f"memory_limit must be >= 0 GiB; got {self.memory_limit}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
             raise ConfigError(f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
 
@@ -104,27 +109,7 @@ def settings_attrs(model: LoadedModel, settings: FeaturizeSettings) -> dict:
     return attrs
 
 
-class _Timeout(Exception):
-    pass
-
-
-@contextmanager
-def _time_limit(seconds: float):
-    """Raise _Timeout after ``seconds`` of wall time (SIGALRM; main thread only, else no limit)."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _handler(signum, frame):
-        raise _Timeout()
-
-    old = signal.signal(signal.SIGALRM, _handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+_STAGES = {"read": "reading and graph building", "model": "the model"}
 
 
 @dataclass
@@ -133,47 +118,65 @@ class _Graphed:
     graph: CrystalGraph | None
     formula: str = ""
     reason: str = ""
-    crystal: Crystal | None = None
 
 
-def _guarded(item: InputItem, settings: FeaturizeSettings, stage: Callable[[], _Graphed]) -> _Graphed:
-    """Run one stage of one item under the per-file time limit; any failure becomes a reason."""
+# one crystal's result: (formula, prediction, pooled, hidden, n_atoms, n_padded, n_tied), or a failure reason
+Outcome = tuple | str
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure reason for an unexpected exception; running out of memory is named as such whatever raised it."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or any(s in text for s in ("bad_alloc", "Unable to allocate", "out of memory")):
+        return f"memory: ran out of memory ({text[:200]}); see --memory-limit"
+    return f"internal-error: {text[:300]}"
+
+
+def read_and_graph(item: InputItem, settings: FeaturizeSettings, known: np.ndarray) -> _Graphed:
+    """Read one input and build its graph; every problem becomes the returned item's ``reason``."""
     try:
-        with _time_limit(settings.timeout):
-            return stage()
-    except CrystalError as exc:
-        return _Graphed(item, None, reason=exc.reason)
-    except _Timeout:
-        return _Graphed(item, None, reason=f"timeout: reading and graph building took over {settings.timeout:g} s")
-    except MemoryError:
-        return _Graphed(item, None, reason="out-of-memory: reading or graph building ran out of memory")
-    except Exception as exc:  # never let one file crash a batch; keep the reason
-        log.debug("unexpected error on %s", item.path, exc_info=True)
-        return _Graphed(item, None, reason=f"internal-error: {type(exc).__name__}: {exc}")
-
-
-def _read_one(item: InputItem, settings: FeaturizeSettings, known: np.ndarray) -> _Graphed:
-    def stage() -> _Graphed:
-        crystal = read_crystal(item.path, settings.read)
+        data = read_input(item.path, settings.read.max_bytes)
+        if item.sha256 and item.sha256 != hashlib.sha256(data).hexdigest():
+            what = ("could not be read when it was indexed" if item.sha256 == "-" * 64
+                    else "changed since it was indexed")
+            raise CrystalError("stale-input", f"the file {what}; re-run `gapseek index ... --overwrite`")
+        crystal = crystal_from_bytes(data, settings.read)
         unknown = sorted({int(z) for z in crystal.numbers if z >= known.size or not known[z]})
         if unknown:
             raise CrystalError("unknown-element", f"atomic numbers {unknown} are not in atom_init.json")
-        return _Graphed(item, None, formula=crystal.formula, crystal=crystal)
-
-    return _guarded(item, settings, stage)
-
-
-def _graph_read(read: _Graphed, settings: FeaturizeSettings) -> _Graphed:
-    if read.crystal is None:
-        return read
-
-    def stage() -> _Graphed:
-        graph = build_graph(read.crystal, settings.graph)
+        graph = build_graph(crystal, settings.graph)
         if settings.reduce:
             atom_classes(graph)  # here, in the worker, rather than serially where batches are formed
-        return _Graphed(read.item, graph, formula=read.formula)
+        return _Graphed(item, graph, formula=crystal.formula)
+    except CrystalError as exc:
+        return _Graphed(item, None, reason=exc.reason)
+    except Exception as exc:  # never let one file crash a batch; keep the reason
+        log.debug("unexpected error on %s", item.path, exc_info=True)
+        return _Graphed(item, None, reason=_reason(exc))
 
-    return _guarded(read.item, settings, stage)
+
+def rows_from(items: Sequence[InputItem], outcomes: Sequence[Outcome]) -> FeatureRows:
+    """Features and failures of ``items`` in input order, from one outcome per item."""
+    rows = FeatureRows()
+    for item, out in zip(items, outcomes):
+        if isinstance(out, str):
+            rows.failures.append((item.id, item.path, out))
+            continue
+        formula, pred, pooled, hidden, n_atoms, n_padded, n_tied = out
+        rows.ids.append(item.id)
+        rows.paths.append(item.path)
+        rows.formula.append(formula)
+        rows.prediction.append(pred)
+        rows.pooled.append(pooled)
+        rows.hidden.append(hidden)
+        rows.n_atoms.append(n_atoms)
+        rows.n_padded.append(n_padded)
+        rows.n_tied.append(n_tied)
+    return rows
+
+
+def _quiet(stage: str, ks: list[int]) -> None:
+    pass
 
 
 class Featurizer:
@@ -190,40 +193,41 @@ class Featurizer:
             if z < zmax:
                 self._known[z] = True
 
-    def graph_items(self, items: Sequence[InputItem]) -> list[_Graphed]:
-        # stage by stage over the whole chunk (read all, then graph all): ~15% faster than alternating
-        read = [_read_one(it, self.settings, self._known) for it in items]
-        return [_graph_read(r, self.settings) for r in read]
+    def graph_items(self, items: Sequence[InputItem], announce=_quiet) -> list[_Graphed]:
+        out = []
+        for k, item in enumerate(items):
+            announce("read", [k])
+            out.append(read_and_graph(item, self.settings, self._known))
+        return out
+
+    def model_outcomes(self, graphed: Sequence[_Graphed], isolate: bool = False, announce=_quiet) -> list[Outcome]:
+        """Model forward over graphed items (one crystal per batch with ``isolate``); one outcome per item."""
+        ok = [k for k, g in enumerate(graphed) if g.graph is not None]
+        outputs: dict[int, tuple[float, np.ndarray, np.ndarray] | str] = {}
+        sizes = [1 if isolate else model_rows(graphed[k].graph, self.settings.reduce) for k in ok]  # type: ignore[arg-type]
+        for batch in batches_by_atoms(ok, sizes, 1 if isolate else self.settings.batch_atoms):
+            announce("model", batch)
+            self._forward(batch, graphed, outputs)
+        result: list[Outcome] = []
+        for k, g in enumerate(graphed):
+            out = g.reason if g.graph is None else outputs[k]
+            if isinstance(out, str):
+                result.append(out)
+            else:
+                assert g.graph is not None
+                result.append((g.formula, out[0], out[1], out[2], g.graph.n_atoms, g.graph.n_padded, g.graph.n_tied))
+        return result
 
     def run_model(self, graphed: Sequence[_Graphed]) -> FeatureRows:
         """Model forward over graphed items; output rows (and failures) in input order."""
-        ok = [g for g in graphed if g.graph is not None]
-        outputs: dict[int, tuple[float, np.ndarray, np.ndarray] | str] = {}
-        sizes = [model_rows(g.graph, self.settings.reduce) for g in ok]  # type: ignore[arg-type]
-        for batch in batches_by_atoms(list(range(len(ok))), sizes, self.settings.batch_atoms):
-            self._forward(batch, ok, outputs)
-        rows = FeatureRows()
-        k = 0
-        for g in graphed:
-            if g.graph is None:
-                rows.failures.append((g.item.id, g.item.path, g.reason))
-                continue
-            out = outputs[k]
-            k += 1
-            if isinstance(out, str):
-                rows.failures.append((g.item.id, g.item.path, out))
-                continue
-            pred, pooled, hidden = out
-            rows.ids.append(g.item.id)
-            rows.paths.append(g.item.path)
-            rows.formula.append(g.formula)
-            rows.prediction.append(pred)
-            rows.pooled.append(pooled)
-            rows.hidden.append(hidden)
-            rows.n_atoms.append(g.graph.n_atoms)
-            rows.n_padded.append(g.graph.n_padded)
-            rows.n_tied.append(g.graph.n_tied)
-        return rows
+        return rows_from([g.item for g in graphed], self.model_outcomes(graphed))
+
+    # the worker protocol of :class:`~gapseek.supervise.SupervisedPool` (in a child process)
+    def start(self) -> None:
+        torch.set_num_threads(1)
+
+    def run(self, items: Sequence[InputItem], isolate: bool, announce) -> list[Outcome]:
+        return self.model_outcomes(self.graph_items(items, announce), isolate, announce)
 
     def _forward(self, batch: list[int], ok: Sequence[_Graphed], outputs: dict) -> None:
         try:
@@ -247,27 +251,30 @@ class Featurizer:
         return self.run_model(self.graph_items(items))
 
 
-# ----------------------------------------------------------------------------------- process pool
-_WORKER: Featurizer | None = None
+# ------------------------------------------------------------------------------------ supervision
+class GraphWorker:
+    """The worker of a GPU run: children read and build graphs; the parent runs the model on the device."""
+
+    def __init__(self, settings: FeaturizeSettings, known: np.ndarray) -> None:
+        self.settings = settings
+        self.known = known
+
+    def start(self) -> None:
+        torch.set_num_threads(1)
+
+    def run(self, items: Sequence[InputItem], isolate: bool, announce) -> list[_Graphed]:
+        out = []
+        for k, item in enumerate(items):
+            announce("read", [k])
+            out.append(read_and_graph(item, self.settings, self.known))
+        return out
 
 
-def _worker_init(checkpoint: str, atom_init: str, sha: str, settings: FeaturizeSettings) -> None:
-    global _WORKER
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    # workers always work on the CPU; with a GPU they only build graphs and the parent runs the model
-    worker_settings = dataclasses.replace(settings, device="cpu", workers=1)
-    _WORKER = Featurizer(load_model(checkpoint, atom_init, expected_sha256=sha), worker_settings)
+def _warm_up(settings: FeaturizeSettings, known: np.ndarray) -> None:
+    from importlib.resources import files
 
-
-def _worker_process(items: Sequence[InputItem]) -> FeatureRows:
-    assert _WORKER is not None
-    return _WORKER.process(items)
-
-
-def _worker_graph(items: Sequence[InputItem]) -> list[_Graphed]:
-    assert _WORKER is not None
-    return _WORKER.graph_items(items)
+    example = files("gapseek") / "data" / "examples" / "NaCl.cif"
+    read_and_graph(InputItem("warm-up", str(example)), settings, known)
 
 
 def featurize_items(
@@ -276,34 +283,34 @@ def featurize_items(
     settings: FeaturizeSettings = FeaturizeSettings(),
     on_chunk: Callable[[FeatureRows, int], None] | None = None,
 ) -> Iterator[FeatureRows]:
-    """Featurize ``items``; yields one :class:`FeatureRows` per chunk, in input order."""
-    feat = Featurizer(model, settings)
-    chunks = plan_chunks(len(items), settings.chunk_size)
-    if settings.workers == 1 or len(chunks) <= 1:
-        # one thread, like every pool worker: several featurize processes per node (array tasks, MPI ranks)
-        # must not each start a thread per core, and results must not depend on the thread count
-        threads = torch.get_num_threads()
-        if feat.device == "cpu":
-            torch.set_num_threads(1)
-        try:
-            for s, e in chunks:
-                rows = feat.process(items[s:e])
-                if on_chunk:
-                    on_chunk(rows, e - s)
-                yield rows
-        finally:
-            torch.set_num_threads(threads)
-        return
+    """Featurize ``items``; yields one :class:`FeatureRows` per chunk, in input order.
 
+    Every file is read and graphed in a supervised child process (:class:`~gapseek.supervise.SupervisedPool`),
+    whatever ``workers`` is: a file that hangs, crashes the process or exhausts its memory costs one failure
+    record and at most ``timeout`` seconds. On the CPU the children also run the model (one thread each: several
+    featurize processes per node must not each start a thread per core, and results must not depend on the
+    thread count); with a GPU they build graphs and this process runs the model on the device.
+    """
     import multiprocessing as mp
 
+    feat = Featurizer(model, settings)
+    units = [items[s:e] for s, e in plan_chunks(len(items), settings.chunk_size)]
+    _warm_up(settings, feat._known)  # lazy imports and tables once here, not in every (forked) child's first file
     on_gpu = feat.device != "cpu"
-    ctx = mp.get_context("spawn" if on_gpu else "fork")
-    init = (str(model.checkpoint_path), str(model.atom_init_path), model.checkpoint_sha256, settings)
-    with ctx.Pool(settings.workers, initializer=_worker_init, initargs=init) as pool:
-        fn = _worker_graph if on_gpu else _worker_process
-        for (s, e), res in zip(chunks, pool.imap(fn, (items[s:e] for s, e in chunks))):
-            rows = feat.run_model(res) if on_gpu else res
-            if on_chunk:
-                on_chunk(rows, e - s)
-            yield rows
+    if on_gpu:  # CUDA does not survive a fork; spawned children only need the settings
+        worker: Featurizer | GraphWorker = GraphWorker(dataclasses.replace(settings, device="cpu"), feat._known)
+        ctx = mp.get_context("spawn")
+    else:  # forked children share the loaded model
+        worker, ctx = feat, mp.get_context("fork")
+    pool = SupervisedPool(worker, min(settings.workers, max(1, len(units))), settings.timeout,
+                          int(settings.memory_limit * 2**30), ctx, describe=lambda st: _STAGES.get(st, st))
+    for unit, outcomes in zip(units, pool.run(units)):
+        if on_gpu:
+            graphed = [_Graphed(it, None, reason=o) if isinstance(o, str) else o for it, o in zip(unit, outcomes)]
+            outcomes = feat.model_outcomes(graphed)
+        rows = rows_from(unit, outcomes)
+        if on_chunk:
+            on_chunk(rows, len(unit))
+        yield rows
+    if pool.restarts:
+        log.info("%d worker process(es) were replaced after a timeout or a crash", pool.restarts)

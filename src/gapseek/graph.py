@@ -22,7 +22,7 @@ import numpy as np
 from gapseek.cif import Crystal
 from gapseek.errors import ConfigError, CrystalError
 
-__all__ = ["CrystalGraph", "GraphSettings", "atom_classes", "build_graph", "equivalent_atoms", "gaussian_expand"]
+__all__ = ["CrystalGraph", "GraphSettings", "atom_classes", "build_graph", "check_cell", "equivalent_atoms", "gaussian_expand"]
 
 TIE_TOLERANCE = 1e-8  # Å; distances closer than this are the same distance
 
@@ -81,6 +81,67 @@ class CrystalGraph:
 
 _FIRST_SEARCH_NEIGHBOURS = 20
 
+MAX_CELL_LENGTH = 1.0e4  # Å; the largest unit cells known (virus crystals) are ~1,500 Å; vesin fails near 1e6
+MIN_LATTICE_VECTOR = 0.5  # Å; the shortest translation in mp-gap-36k is 1.78 Å, in the COD set 2.46 Å
+MAX_LOCAL_DENSITY = 2.0  # atoms per Å^3 in any ~3 Å box; mp-gap-36k reaches 0.28, COD organics 0.57
+_DENSITY_BOX = 3.0  # Å
+
+
+def _reduced_basis(lattice: np.ndarray, max_rounds: int = 200) -> np.ndarray | None:
+    """A pairwise (greedy) reduced basis of the lattice, whose shortest vectors are the lattice's; None if the
+    reduction does not settle (a degenerate cell)."""
+    b = np.array(lattice, dtype=np.float64)
+    for _ in range(max_rounds):
+        changed = False
+        for i in range(3):
+            for j in range(3):
+                nj = float(b[j] @ b[j])
+                if i == j or nj == 0.0:
+                    continue
+                k = np.round(float(b[i] @ b[j]) / nj)
+                if k and float((b[i] - k * b[j]) @ (b[i] - k * b[j])) < float(b[i] @ b[i]):
+                    b[i] = b[i] - k * b[j]
+                    changed = True
+        if not changed:
+            return b
+    return None
+
+
+_COMBOS = np.array([(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1) if (x, y, z) > (0, 0, 0)],
+                   dtype=np.float64)
+
+
+def check_cell(crystal: Crystal) -> None:
+    """Reject, with the failure ``invalid-cell``, a cell whose geometry the neighbour search cannot handle or no
+    crystal has: non-finite or over-long cell vectors (vesin's cell list dies of SIGFPE near 1e6 Å), a lattice
+    with a translation shorter than 0.5 Å (a degenerate cell such as α = 179.9999°, whose search never ends),
+    or atoms packed denser than 2 per Å^3 somewhere (the search at 8 Å would need tens of GB)."""
+    lat = np.asarray(crystal.lattice, dtype=np.float64)
+    if lat.shape != (3, 3) or not np.isfinite(lat).all() or not np.isfinite(crystal.frac).all():
+        raise CrystalError("invalid-cell", "the cell or the coordinates are not finite numbers")
+    lengths = np.linalg.norm(lat, axis=1)
+    if lengths.max() > MAX_CELL_LENGTH:
+        raise CrystalError("invalid-cell", f"cell vector of {lengths.max():.4g} Å; gapseek handles cells up to "
+                           f"{MAX_CELL_LENGTH:g} Å")
+    volume = abs(float(np.linalg.det(lat)))
+    reduced = _reduced_basis(lat) if volume > 0 else None
+    shortest = float(np.linalg.norm(_COMBOS @ reduced, axis=1).min()) if reduced is not None else 0.0
+    if shortest < MIN_LATTICE_VECTOR:
+        raise CrystalError("invalid-cell", f"degenerate cell: the lattice repeats every {shortest:.3g} Å "
+                           f"(volume {volume:.3g} Å^3); no crystal repeats within {MIN_LATTICE_VECTOR} Å")
+    n = crystal.n_atoms
+    if n == 0:
+        return
+    heights = volume / np.linalg.norm(np.cross(lat[[1, 2, 0]], lat[[2, 0, 1]]), axis=1)
+    bins = np.maximum(1, np.floor(heights / _DENSITY_BOX)).astype(np.int64)
+    cell = np.minimum((np.mod(crystal.frac, 1.0) * bins).astype(np.int64), bins - 1)
+    flat = (cell[:, 0] * bins[1] + cell[:, 1]) * bins[2] + cell[:, 2]
+    densest = int(np.bincount(flat).max())
+    density = densest / (volume / float(np.prod(bins)))
+    if density > MAX_LOCAL_DENSITY:
+        raise CrystalError("invalid-cell", f"{densest} atoms packed in {volume / np.prod(bins):.3g} Å^3 "
+                           f"({density:.3g} per Å^3; solids hold < {MAX_LOCAL_DENSITY:g})")
+
 
 def _search_radius(crystal: Crystal, settings: GraphSettings) -> float:
     """A first search radius that holds ~20 neighbours per atom (plus 0.5 Å) at the crystal's mean density.
@@ -105,7 +166,11 @@ def _neighbours(crystal: Crystal, cutoff: float) -> tuple[np.ndarray, np.ndarray
     try:
         nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
         i, j, d = nl.compute(points=points, box=box, periodic=True, quantities="ijd")
+    except MemoryError:
+        raise
     except Exception as exc:  # vesin raises RuntimeError/ValueError on degenerate cells
+        if "alloc" in str(exc):
+            raise CrystalError("memory", f"the neighbour search ran out of memory ({exc}); see --memory-limit") from None
         raise CrystalError("invalid-cell", f"neighbour search failed: {exc}") from None
     return np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(d, dtype=np.float64)
 
@@ -117,6 +182,7 @@ def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> 
     when any atom's (M+1)-th neighbour is not safely inside it, so the result is exactly that of a search at
     the full radius. Neighbours at equal distances are ordered by neighbour index.
     """
+    check_cell(crystal)
     n = crystal.n_atoms
     m = settings.max_neighbors
     cutoff = _search_radius(crystal, settings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -82,15 +83,25 @@ def walk_inputs(roots: Iterable[str | Path]) -> Iterable[Path]:
 
 
 def _hash_file(path: str) -> tuple[str, int]:
+    """``(sha256, size)`` of a regular file; ``(_UNREADABLE, -1)`` for anything else (a missing or unreadable
+    file, a FIFO, a device: opened without blocking, so none can hang the index); featurize records why."""
     h = hashlib.sha256()
     n = 0
     try:
-        with open(path, "rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return _UNREADABLE, -1
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return _UNREADABLE, -1
+        with os.fdopen(fd, "rb", closefd=False) as fh:
             while block := fh.read(1 << 20):
                 h.update(block)
                 n += len(block)
     except OSError:
         return _UNREADABLE, -1
+    finally:
+        os.close(fd)
     return h.hexdigest(), n
 
 

@@ -1,0 +1,278 @@
+"""Supervised child processes: one input can cost one failure record, never a batch.
+
+Inputs are worked on in child processes the parent watches. A child announces each step before it takes it
+(``("read", [k])`` before reading and graphing item ``k`` of its task, ``("model", [k, ...])`` before a model
+batch), so when it dies or overruns the time limit the parent knows the culprit:
+
+* a step that runs past ``timeout`` seconds: the child is killed (SIGKILL: C code cannot ignore it) and the
+  culprit recorded as ``timeout: ...``;
+* a child killed by a signal (SIGFPE, SIGSEGV, SIGABRT, the kernel's OOM SIGKILL) or exiting early: the culprit
+  is recorded as ``crashed: SIGFPE ...``;
+* a model batch of several crystals that dies: the task is redone one crystal per batch to find the culprit.
+
+The rest of the task is handed to a fresh child, so everything else is still done, with the same bits as
+without the culprit. Each child may also get an address-space cap (``RLIMIT_AS``), so a memory bomb fails
+in its own child (``memory: ...``) instead of taking the node down.
+
+A *worker* is any object with ``start()`` (run once in the child) and ``run(items, isolate, announce)`` that
+returns one outcome per item; with the fork start method it is inherited, with spawn it is pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any, Protocol
+
+from gapseek.errors import GapseekError
+
+__all__ = ["SupervisedPool", "Worker", "WorkerError", "signal_name"]
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[str, list[int]], None]
+_MAX_SILENT_DEATHS = 3  # a child that dies this often before its first step: something is wrong with all of them
+STARTUP_GRACE = 300.0  # seconds a fresh child may take to start (spawned children import torch) before its first step
+
+
+class WorkerError(GapseekError):
+    """The child processes cannot work at all (they die before touching any input)."""
+
+
+class Worker(Protocol):
+    def start(self) -> None: ...
+
+    def run(self, items: Sequence[Any], isolate: bool, announce: Announce) -> list[Any]: ...
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _show(item: Any) -> str:
+    """An item for a log line: its path, with bytes that are not UTF-8 as escapes."""
+    text = str(getattr(item, "path", item))
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _set_memory_limit(extra_bytes: int) -> None:
+    """Cap this process's address space at its current size plus ``extra_bytes`` (Linux; no-op elsewhere)."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as fh:
+            now = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = now + extra_bytes
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (OSError, ValueError, ImportError) as exc:  # not Linux, or not allowed: run without the cap
+        log.debug("no memory cap in the worker: %s", exc)
+
+
+def _child_main(conn, worker: Worker, memory_limit: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if memory_limit > 0:
+        _set_memory_limit(memory_limit)
+    worker.start()
+
+    def announce(stage: str, ks: list[int]) -> None:
+        conn.send((stage, ks))
+
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if task is None:
+            return
+        items, isolate = task
+        conn.send(("done", worker.run(items, isolate, announce)))
+
+
+@dataclass
+class _Task:
+    unit: int
+    positions: list[int]  # positions in the unit of the items still to do
+    isolate: bool = False
+    silent_deaths: int = 0
+
+
+@dataclass
+class _Child:
+    proc: Any
+    conn: Any
+    task: _Task | None = None
+    step: tuple[str, list[int]] | None = None
+    deadline: float = float("inf")
+    used: bool = False
+
+
+class SupervisedPool:
+    """Up to ``processes`` supervised children working through units (lists of items) in order.
+
+    Args:
+        worker: what each child runs (see the module's docstring).
+        processes: children at most.
+        timeout: seconds one step may take; ``0`` = no limit.
+        memory_limit: bytes of address space a child may add to what it holds at start; ``0`` = no cap.
+        context: a :mod:`multiprocessing` context (``fork`` shares the parent's loaded model for free).
+        describe: ``stage -> words`` for failure reasons (e.g. ``"read" -> "reading and graph building"``).
+    """
+
+    def __init__(self, worker: Worker, processes: int, timeout: float, memory_limit: int, context,
+                 describe: Callable[[str], str] = str) -> None:
+        self.worker = worker
+        self.processes = max(1, processes)
+        self.timeout = timeout if timeout > 0 else float("inf")
+        self.memory_limit = memory_limit
+        self.ctx = context
+        self.describe = describe
+        self._children: list[_Child] = []
+        self.restarts = 0
+
+    # ------------------------------------------------------------------------------------------ children
+    def _start(self) -> _Child:
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_child_main, args=(child, self.worker, self.memory_limit), daemon=True,
+                                name="gapseek-worker")
+        proc.start()
+        child.close()
+        c = _Child(proc, parent)
+        self._children.append(c)
+        return c
+
+    def _give(self, c: _Child, task: _Task, units: Sequence[Sequence[Any]]) -> None:
+        fresh = c.task is None and c.step is None and not c.used
+        c.task, c.step, c.used = task, None, True
+        # a fresh child first runs worker.start() (imports, tables): that is not any input's time
+        c.deadline = time.monotonic() + (max(self.timeout, STARTUP_GRACE) if fresh else self.timeout)
+        items = [units[task.unit][p] for p in task.positions]
+        try:
+            c.conn.send((items, task.isolate))
+        except (BrokenPipeError, OSError):
+            pass  # it died already; the next wait sees it
+
+    def _remove(self, c: _Child, kill: bool) -> int | None:
+        if kill and c.proc.is_alive():
+            c.proc.kill()
+        c.proc.join(timeout=30)
+        c.conn.close()
+        self._children.remove(c)
+        return c.proc.exitcode
+
+    def close(self) -> None:
+        """Stop every child (those at work are killed)."""
+        for c in list(self._children):
+            if c.task is None:
+                try:
+                    c.conn.send(None)
+                except OSError:
+                    pass
+                c.proc.join(timeout=5)
+            self._remove(c, kill=True)
+
+    # ----------------------------------------------------------------------------------------------- run
+    def run(self, units: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
+        """Yield, unit by unit in order, one outcome per item: the worker's, or a failure reason (``str``) for
+        an item whose child died or overran."""
+        outcomes: list[list[Any] | None] = [None] * len(units)
+        missing = [len(u) for u in units]
+        queue = deque(_Task(u, list(range(len(units[u])))) for u in range(len(units)))
+        emitted = 0
+        try:
+            while emitted < len(units):
+                while emitted < len(units) and missing[emitted] == 0:
+                    out = outcomes[emitted] or []
+                    outcomes[emitted] = None
+                    emitted += 1
+                    yield out
+                if emitted == len(units):
+                    break
+                while queue:
+                    idle = next((c for c in self._children if c.task is None), None)
+                    if idle is None and len(self._children) >= self.processes:
+                        break
+                    self._give(idle or self._start(), queue.popleft(), units)
+                busy = [c for c in self._children if c.task is not None]
+                now = time.monotonic()
+                wait_s = max(0.0, min(c.deadline for c in busy) - now)
+                wait([c.conn for c in busy] + [c.proc.sentinel for c in busy],
+                     timeout=None if wait_s == float("inf") else wait_s + 0.01)
+                for c in busy:
+                    self._poll(c, units, outcomes, missing, queue)
+        finally:
+            self.close()
+
+    def _poll(self, c: _Child, units, outcomes, missing, queue) -> None:
+        died = False
+        try:
+            while c.conn.poll():
+                msg = c.conn.recv()
+                if msg[0] == "done":
+                    task = c.task
+                    assert task is not None
+                    self._fill(task, msg[1], task.positions, outcomes, missing, units)
+                    c.task, c.step, c.deadline = None, None, float("inf")
+                    return
+                c.step = msg
+                c.deadline = time.monotonic() + self.timeout
+        except (EOFError, OSError):
+            died = True
+        if not died and c.proc.is_alive():
+            if time.monotonic() < c.deadline:
+                return
+            stage = self.describe(c.step[0]) if c.step else "starting the worker"
+            reason = f"timeout: {stage} took over {self.timeout:g} s; the worker was killed"
+            self._remove(c, kill=True)
+        else:
+            code = self._remove(c, kill=False)
+            if code is not None and code < 0:
+                sig = signal_name(-code)
+                hint = " (killed from outside: out of memory?)" if -code == signal.SIGKILL else ""
+                reason = f"crashed: {sig} in {self.describe(c.step[0]) if c.step else 'the worker'}{hint}"
+            else:
+                reason = f"crashed: the worker exited with code {code} in " \
+                         f"{self.describe(c.step[0]) if c.step else 'the worker'}"
+        self.restarts += 1
+        self._after_failure(c.task, c.step, reason, units, outcomes, missing, queue)
+
+    def _fill(self, task: _Task, result: list[Any], positions: list[int], outcomes, missing, units) -> None:
+        if outcomes[task.unit] is None:
+            outcomes[task.unit] = [None] * len(units[task.unit])
+        unit = outcomes[task.unit]
+        for p, r in zip(positions, result):
+            unit[p] = r
+        missing[task.unit] -= len(positions)
+
+    def _after_failure(self, task: _Task | None, step, reason: str, units, outcomes, missing, queue) -> None:
+        if task is None:
+            return
+        if step is None:  # died before its first step: try again, but not forever
+            task.silent_deaths += 1
+            if task.silent_deaths >= _MAX_SILENT_DEATHS:
+                raise WorkerError(f"worker processes die before reading any input ({reason}); "
+                                  "check --memory-limit and the node's limits")
+            queue.appendleft(task)
+            return
+        stage, ks = step
+        if stage == "model" and len(ks) > 1:  # one of a batch: redo the task one crystal per batch
+            log.warning("a worker died in a model batch of %d crystals (%s); redoing them one by one", len(ks), reason)
+            queue.appendleft(_Task(task.unit, task.positions, isolate=True))
+            return
+        culprits = [task.positions[k] for k in ks]
+        log.warning("%s: %s", ", ".join(_show(units[task.unit][p]) for p in culprits), reason)
+        self._fill(task, [reason] * len(culprits), culprits, outcomes, missing, units)
+        rest = [p for p in task.positions if p not in set(culprits)]
+        if rest:  # in normal batches again: the others get the bits they get in a run without the culprit
+            queue.appendleft(_Task(task.unit, rest))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -70,7 +71,14 @@ def _featurize_args(p: argparse.ArgumentParser) -> None:
                    help="run the model on every atom, not once per class of equivalent atoms (slower; same "
                         "outputs up to float32 rounding)")
     p.add_argument("--chunk-size", type=int, default=256, help="files per worker task (default 256)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per file, 0 = no limit (default 120)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds one file may take to read and graph; past it its worker process is killed and "
+                        "the file recorded as 'timeout', 0 = no limit (default 120)")
+    p.add_argument("--memory-limit", type=float, default=4.0, metavar="GiB",
+                   help="memory each worker process may add to what it holds at start (RLIMIT_AS); a file that "
+                        "needs more is recorded as 'memory' or 'crashed', 0 = no cap (default 4)")
+    p.add_argument("--max-file-size", type=float, default=100.0, metavar="MB",
+                   help="larger files are recorded as 'too-large' without being read (default 100)")
     p.add_argument("--max-atoms", type=int, default=1000, help="cells with more sites fail (default 1000)")
     p.add_argument("--disorder", choices=["fail", "majority"], default="fail",
                    help="partially occupied sites: record a failure (default) or keep the majority occupant")
@@ -122,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing STORE/features.h5")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("status", help="which shards of STORE are complete, partial, stale or missing")
+    p = sub.add_parser("status", help="which shards of STORE are complete, partial, stale, corrupt or missing",
+                       description="Which shards of STORE are complete, partial, stale, corrupt or missing, and the "
+                       "command that redoes the others. Every part file is read in full and checked against its "
+                       "checksums. Exit status: 0 when every shard is complete (`gapseek merge` will accept "
+                       "them), 3 when some are not, 1 on an error; with --todo or --num-shards, 0 unless an "
+                       "error.")
     p.add_argument("store", metavar="STORE", help="an indexed store (made by `gapseek index`)")
     p.add_argument("--num-shards", action="store_true", help="print only the number of shards (for scripts)")
     p.add_argument("--todo", action="store_true", help="print only the shards still to do, comma separated")
@@ -307,13 +320,15 @@ def _settings(args: argparse.Namespace):
     from gapseek.graph import GraphSettings
 
     return FeaturizeSettings(
-        read=ReadSettings(reader=args.reader, disorder=args.disorder, max_atoms=args.max_atoms),
+        read=ReadSettings(reader=args.reader, disorder=args.disorder, max_atoms=args.max_atoms,
+                          max_bytes=max(1, int(args.max_file_size * 1e6))),
         graph=GraphSettings(),
         device=args.device,
         workers=args.workers,
         batch_atoms=args.batch_atoms,
         chunk_size=args.chunk_size,
         timeout=args.timeout,
+        memory_limit=args.memory_limit,
         reduce=not args.no_reduce,
     )
 
@@ -457,6 +472,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  shard {s.index}: {s.state}" + (f" - {s.detail}" if s.detail else ""))
     if todo:
         print(rerun_hint(args.store, todo))
+        return 3  # some shard is not complete (see the help: 1 is an error, 2 a usage error)
     return 0
 
 
@@ -490,10 +506,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pca(args: argparse.Namespace) -> int:
-    from gapseek.pca import fit_pca, save_pca
+    from gapseek.pca import fit_pca, save_pca, store_lock
 
-    res = fit_pca(args.store, args.components, args.vector, args.batch_rows)
-    path = save_pca(args.store, res, origin="gapseek pca")
+    with store_lock(args.store):  # another `gapseek pca` on this store: this one waits, then fits on its own
+        res = fit_pca(args.store, args.components, args.vector, args.batch_rows)
+        path = save_pca(args.store, res, origin="gapseek pca")
     ratios = ", ".join(f"{r:.3f}" for r in res.explained_variance_ratio)
     print(f"gapseek pca: {args.vector}, {res.n_rows} rows ({res.method}); explained variance ratio {ratios} "
           f"(total {res.explained_variance_ratio.sum():.3f}) -> {path}:/pca/{args.vector}")
@@ -573,13 +590,12 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def _open_campaign(directory: str, command: str | None = None):
-    """The campaign and its pool; with ``command``, the PCA its engine inputs come from is told on stderr."""
-    from gapseek.search.campaign import Campaign, build_pool
+    """The campaign and its pool, checked (:func:`gapseek.search.campaign.open_campaign`); with ``command``, the
+    PCA its engine inputs come from is told on stderr."""
+    from gapseek.search.campaign import open_campaign
 
-    camp = Campaign(directory)
     notice = (lambda c: print(f"gapseek {command}: {c.note}", file=sys.stderr)) if command else None
-    pool, _ = build_pool(camp.store, camp.settings, None, on_pca=notice, origin=f"gapseek {command or 'tell'}")
-    return camp, pool
+    return open_campaign(directory, on_pca=notice, origin=f"gapseek {command or 'tell'}")
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
@@ -591,19 +607,20 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1; got {args.n}")
     camp, pool = _open_campaign(args.campaign, "suggest")
-    observed, y = camp.observed(pool)
-    pending = None if args.ignore_pending else camp.pending(pool)
-    if pending is not None and pending.size:
-        print(f"{pending.size} earlier suggestion(s) not yet told are taken as being measured: "
-              f"{few([pool.ids[i] for i in pending])} (`gapseek tell DIR --release ID...` for those that will not "
-              f"be; --ignore-pending disregards them for this call)")
-    rng = np.random.default_rng(camp.settings.seed + len(observed))
-    picks = make_engine(camp.settings.engine).propose(pool, observed, y, args.n, rng, pending=pending)
-    if not picks:
-        print("gapseek suggest: every crystal of the pool is measured or being measured; nothing to propose")
-        return 0
-    rows = [(pool.ids[i], pool.formula[i], why) for i, why in picks]
-    camp.log_suggestions(rows)
+    with camp.lock():  # another suggest or tell on this campaign: wait for it, then propose knowing what it wrote
+        observed, y = camp.observed(pool)
+        pending = None if args.ignore_pending else camp.pending(pool)
+        if pending is not None and pending.size:
+            print(f"{pending.size} earlier suggestion(s) not yet told are taken as being measured: "
+                  f"{few([pool.ids[i] for i in pending])} (`gapseek tell DIR --release ID...` for those that will "
+                  f"not be; --ignore-pending disregards them for this call)")
+        rng = np.random.default_rng(camp.settings.seed + len(observed))
+        picks = make_engine(camp.settings.engine).propose(pool, observed, y, args.n, rng, pending=pending)
+        if not picks:
+            print("gapseek suggest: every crystal of the pool is measured or being measured; nothing to propose")
+            return 0
+        rows = [(pool.ids[i], pool.formula[i], why) for i, why in picks]
+        camp.log_suggestions(rows)
     print(f"{'id':<16} {'formula':<16} {'CGCNN (eV)':>10}  why")
     for (i, why), (cid, formula, _) in zip(picks, rows):
         print(f"{cid:<16} {formula:<16} {pool.prediction[i]:>10.3f}  {why}")
@@ -611,13 +628,22 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_tell(args: argparse.Namespace) -> int:
-    from gapseek.errors import ConfigError, GapseekError, InputError, few
+    from gapseek.errors import ConfigError
     from gapseek.labels import read_labels
 
     if not args.results and not args.release:
         raise ConfigError("tell needs a results FILE (id,band_gap) and/or --release ID...")
     camp, pool = _open_campaign(args.campaign)
-    results = read_labels(args.results) if args.results else {}
+    results = read_labels(args.results) if args.results else {}  # a bad line refuses the whole file
+    with camp.lock():  # another tell or suggest on this campaign: wait for it, then check against what it wrote
+        _tell_locked(camp, pool, results, args)
+    return 0
+
+
+def _tell_locked(camp, pool, results: dict[str, float], args: argparse.Namespace) -> None:
+    """``gapseek tell``'s checks and writes, under the campaign's lock."""
+    from gapseek.errors import GapseekError, InputError, few
+
     unknown = [c for c in results if c not in pool.index]
     told = {r["id"] for r in camp.trials()}
     again = [c for c in results if c in told]
@@ -632,7 +658,7 @@ def cmd_tell(args: argparse.Namespace) -> int:
         camp.release(pool, args.release)
         print(f"gapseek tell: released {len(args.release)} suggestion(s): {few(args.release)}")
     if not results:
-        return 0
+        return
     rows, unsuggested = camp.tell(pool, list(results.items()))
     hits = [r["id"] for r in rows if r["hit"]]
     print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
@@ -643,10 +669,9 @@ def cmd_tell(args: argparse.Namespace) -> int:
         summary = camp.report(len(pool))
     except (OSError, ValueError, GapseekError) as exc:  # the measurements are safe in trials.csv already
         log.warning("the campaign summary/plot could not be written (%s); the measurements ARE recorded", exc)
-        return 0
+        return
     print(f"  campaign: {summary['trials']} measured, {summary['hits']} hit(s), best |gap - T| "
           f"{summary['best_abs_error']:.3g} eV -> {camp.dir}/summary.json, campaign.png")
-    return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -756,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    with warnings.catch_warnings():  # the CLI's way of showing warnings ends with the command
+    with warnings.catch_warnings(), _sigterm_as_interrupt():  # warnings' display ends with the command
         _setup_logging(args.verbose)
         try:
             return int(args.func(args) or 0)
@@ -764,9 +789,37 @@ def main(argv: list[str] | None = None) -> int:
             log.debug("traceback of the error below", exc_info=True)
             print(f"gapseek: error: {exc}", file=sys.stderr)
             return 1
+        except _Terminated:
+            print("gapseek: terminated (SIGTERM); temporary files removed, finished work kept", file=sys.stderr)
+            return 143
         except KeyboardInterrupt:
             print("gapseek: interrupted", file=sys.stderr)
             return 130
+
+
+class _Terminated(KeyboardInterrupt):
+    pass
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (Slurm's time limit, scancel, kill) unwinds like Ctrl-C, so writers remove their temporary files
+    and worker processes are stopped, instead of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

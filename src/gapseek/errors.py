@@ -27,6 +27,21 @@ class StoreError(GapseekError):
     """A feature store is missing, corrupt or written by an incompatible version."""
 
 
+class CorruptStoreError(StoreError):
+    """A store, part or block file fails its content check (a chunk that cannot be read, or data that does not
+    match the checksum written with it)."""
+
+
+class StoreWriteError(StoreError):
+    """A store file could not be written (e.g. no space left on device); its temporary file was removed and any
+    earlier version of the file is unchanged."""
+
+
+class CampaignError(GapseekError):
+    """A campaign directory cannot be used as it is: a corrupt or missing log or campaign.json, a store with other
+    content than the one it was started on, or another gapseek command holding its lock too long."""
+
+
 class CrystalError(GapseekError):
     """One input crystal cannot be featurized; ``category`` is a short machine-readable tag.
 

@@ -22,7 +22,8 @@ import numpy as np
 from gapseek.cif import Crystal
 from gapseek.errors import ConfigError, CrystalError
 
-__all__ = ["CrystalGraph", "GraphSettings", "atom_classes", "build_graph", "check_cell", "equivalent_atoms", "gaussian_expand"]
+__all__ = ["CrystalGraph", "GraphSettings", "atom_classes", "build_graph", "check_cell", "equivalent_atoms",
+           "gaussian_expand"]
 
 TIE_TOLERANCE = 1e-8  # Å; distances closer than this are the same distance
 
@@ -170,7 +171,8 @@ def _neighbours(crystal: Crystal, cutoff: float) -> tuple[np.ndarray, np.ndarray
         raise
     except Exception as exc:  # vesin raises RuntimeError/ValueError on degenerate cells
         if "alloc" in str(exc):
-            raise CrystalError("memory", f"the neighbour search ran out of memory ({exc}); see --memory-limit") from None
+            raise CrystalError("memory", f"the neighbour search ran out of memory ({exc}); see --memory-limit") \
+                from None
         raise CrystalError("invalid-cell", f"neighbour search failed: {exc}") from None
     return np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(d, dtype=np.float64)
 

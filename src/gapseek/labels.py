@@ -1,4 +1,5 @@
-"""Known band gaps: ``id,band_gap`` CSV files (with or without a header), validated."""
+"""Known band gaps: ``id,band_gap`` CSV files (with or without a header), validated: every line holds exactly
+two fields, so ``mp-1,2,8964`` (a decimal comma) is an error, not a gap of 2 eV."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ __all__ = ["read_labels"]
 
 
 def read_labels(path: str | Path) -> dict[str, float]:
-    """``{id: band gap in eV}``. NaN, negative or non-numeric gaps, and an id given twice with different values,
-    are errors naming the lines (a few, and how many more)."""
+    """``{id: band gap in eV}``. A line without exactly two fields (``id,band_gap``), NaN, negative or non-numeric
+    gaps, and an id given twice with different values, are errors naming the lines (a few, and how many more):
+    the whole file is refused, so nothing of it is used."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -25,8 +27,12 @@ def read_labels(path: str | Path) -> dict[str, float]:
     for k, row in enumerate(rows, start=1):
         if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
             continue
-        if len(row) < 2:
-            bad.append(f"line {k}: expected id,band_gap")
+        if len(row) != 2:
+            if len(row) == 3 and row[1].strip().lstrip("-").isdigit() and row[2].strip().isdigit():
+                why = f" (a decimal comma? write {row[1].strip()}.{row[2].strip()})"
+            else:
+                why = ""
+            bad.append(f"line {k}: {len(row)} field(s), expected 2 (id,band_gap){why}")
             continue
         cid, raw = row[0].strip(), row[1].strip()
         try:

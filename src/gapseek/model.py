@@ -27,7 +27,8 @@ from torch import nn
 
 from gapseek.errors import ChecksumError, ModelError
 
-__all__ = ["CGCNN", "Batch", "LoadedModel", "load_model", "sha256_file"]
+__all__ = ["CGCNN", "Batch", "LoadedModel", "load_model", "published_atom_init_sha256", "read_atom_init",
+           "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +180,33 @@ class LoadedModel:
     epoch: int | None = None
 
 
+MAX_Z = 118  # the largest atomic number a key of atom_init.json may be
+
+
+def published_atom_init_sha256(checkpoint_sha256: str | None) -> str | None:
+    """The sha256 of the atom_init.json published with the checkpoint of sha256 ``checkpoint_sha256`` (the pinned
+    band-gap model's: :data:`gapseek.hub.PINNED`), or None for any other checkpoint."""
+    from gapseek.hub import ATOM_INIT_NAME, CHECKPOINT_NAME, PINNED
+
+    if checkpoint_sha256 is not None and checkpoint_sha256.lower() == PINNED[CHECKPOINT_NAME].sha256:
+        return PINNED[ATOM_INIT_NAME].sha256
+    return None
+
+
 def load_model(
     checkpoint: str | Path,
     atom_init: str | Path,
     expected_sha256: str | None = None,
     device: str | torch.device = "cpu",
+    expected_atom_init_sha256: str | None = "published",
 ) -> LoadedModel:
     """Load a CGCNN checkpoint safely (``weights_only=True``) and its atom_init.json.
 
     ``expected_sha256``: when given, a checkpoint with another sha256 is refused with :class:`ChecksumError`.
+    ``expected_atom_init_sha256``: likewise for atom_init.json (None: not checked). The default, "published",
+    expects the atom_init.json published with the checkpoint when ``expected_sha256`` is the pinned band-gap
+    model's (so the CLI's default, which pins the checkpoint, pins both files; ``--model-sha256 any`` neither),
+    and checks nothing otherwise. A malformed atom_init.json is a :class:`ModelError` saying what is wrong.
     """
     checkpoint = Path(checkpoint)
     atom_init = Path(atom_init)
@@ -199,6 +218,15 @@ def load_model(
         raise ChecksumError(
             f"{checkpoint} has sha256 {digest}, expected {expected_sha256}; "
             "pass --model-sha256 any to use a different checkpoint on purpose"
+        )
+    atom_init_digest = sha256_file(atom_init)
+    if expected_atom_init_sha256 == "published":
+        expected_atom_init_sha256 = published_atom_init_sha256(expected_sha256)
+    if expected_atom_init_sha256 is not None and atom_init_digest != expected_atom_init_sha256.lower():
+        raise ChecksumError(
+            f"{atom_init} has sha256 {atom_init_digest}, expected {expected_atom_init_sha256} (the atom_init.json "
+            "published with this checkpoint): a changed embedding silently changes every prediction; pass "
+            "--model-sha256 any to use a different atom_init.json on purpose"
         )
     try:
         ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -235,17 +263,10 @@ def load_model(
     model.eval()
     model.to(device)
 
-    try:
-        table_raw = json.loads(atom_init.read_text())
-        table = {int(k): np.asarray(v, dtype=np.float64) for k, v in table_raw.items()}
-    except (ValueError, TypeError) as exc:
-        raise ModelError(f"{atom_init} is not a valid atom_init.json: {exc}") from None
     dim = init["orig_atom_fea_len"]
-    zmax = max(table)
-    emb = np.full((zmax + 1, dim), np.nan, dtype=np.float32)
+    table = read_atom_init(atom_init, dim)
+    emb = np.full((max(table) + 1, dim), np.nan, dtype=np.float32)
     for z, v in table.items():
-        if v.shape != (dim,):
-            raise ModelError(f"{atom_init}: element {z} has {v.shape} features, the model expects {dim}")
         emb[z] = v.astype(np.float32)
     log.info("loaded %s (sha256 %s, epoch %s)", checkpoint, digest[:12], ck.get("epoch"))
     return LoadedModel(
@@ -253,8 +274,44 @@ def load_model(
         atom_init=emb,
         known_elements=frozenset(table),
         checkpoint_sha256=digest,
-        atom_init_sha256=sha256_file(atom_init),
+        atom_init_sha256=atom_init_digest,
         checkpoint_path=checkpoint,
         atom_init_path=atom_init,
         epoch=ck.get("epoch"),
     )
+
+
+def read_atom_init(path: str | Path, dim: int) -> dict[int, np.ndarray]:
+    """atom_init.json: a JSON object mapping atomic numbers ("1".."118") to ``dim`` finite numbers each. Anything
+    else is a :class:`ModelError` naming the file and what is wrong (never a traceback, nor a table sized by a
+    wild key)."""
+    path = Path(path)
+    bad = f"{path} is not a valid atom_init.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"{bad}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{bad}: it holds a JSON {type(raw).__name__}, not an object mapping atomic numbers to "
+                         "feature vectors")
+    if not raw:
+        raise ModelError(f"{bad}: it maps no element (an empty object)")
+    table: dict[int, np.ndarray] = {}
+    for key, value in raw.items():
+        try:
+            z = int(key)
+        except ValueError:
+            z = -1
+        if not 1 <= z <= MAX_Z:
+            shown = key if len(key) <= 20 else key[:20] + "..."
+            raise ModelError(f"{bad}: key {shown!r} is not an atomic number (1 to {MAX_Z})")
+        try:
+            vec = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ModelError(f"{bad}: element {z} has features that are not a list of numbers") from None
+        if vec.shape != (dim,):
+            raise ModelError(f"{path}: element {z} has {vec.shape} features, the model expects {dim}")
+        if not np.isfinite(vec).all():
+            raise ModelError(f"{bad}: element {z} has features that are not finite numbers")
+        table[z] = vec
+    return table

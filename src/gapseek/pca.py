@@ -5,10 +5,16 @@
 concatenated). Stores larger than ``batch_rows`` are fitted incrementally (scikit-learn's IncrementalPCA over row
 blocks): memory is bounded by one block whatever the store size. A saved PCA records when, on how many rows and by
 which command it was fitted (``created``, ``n_rows``, ``origin``), so a campaign can say which one it uses.
+
+Concurrent writers: :func:`save_pca` (``gapseek pca``, and a campaign that fits one) holds ``STORE/.features.h5.lock``
+(``flock``) while it writes, and ``gapseek pca`` holds it from the fit to the save, so two of them on one store run
+one after the other instead of failing on HDF5's own file lock; a read that meets a file open for writing retries
+until the writer is done (a :class:`StoreError` after ``GAPSEEK_LOCK_TIMEOUT`` seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -19,15 +25,43 @@ import h5py
 import numpy as np
 
 from gapseek.errors import ConfigError, StoreError
+from gapseek.search.locks import file_lock, lock_timeout
 from gapseek.store import features_path
 
-__all__ = ["DEFAULT_VECTOR", "VECTORS", "PCAResult", "fit_pca", "iter_vectors", "load_pca", "project", "read_vectors",
-           "save_pca", "saved_vectors"]
+__all__ = ["DEFAULT_VECTOR", "VECTORS", "PCAResult", "fit_pca", "iter_vectors", "load_pca", "open_h5", "project",
+           "read_vectors", "save_pca", "saved_vectors", "store_lock"]
 
 log = logging.getLogger(__name__)
 
 VECTORS = ("hidden", "pooled", "both")
 DEFAULT_VECTOR = "pooled"
+
+
+def open_h5(path: str | Path, mode: str = "r", timeout: float | None = None) -> h5py.File:
+    """``h5py.File(path, mode)``, retried while another process holds the file open for writing (HDF5's own file
+    lock answers BlockingIOError at once): up to ``timeout`` seconds (default: ``GAPSEEK_LOCK_TIMEOUT``), then a
+    one-line :class:`StoreError`."""
+    deadline = time.monotonic() + (lock_timeout() if timeout is None else timeout)
+    said = False
+    while True:
+        try:
+            return h5py.File(path, mode)
+        except OSError as exc:  # BlockingIOError, or an OSError saying so with older h5py
+            if not (isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc)):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreError(f"{path} is held open by another process (HDF5 file lock) and stayed so; run "
+                                 "this again when that process has finished") from None
+            if not said:
+                log.warning("%s is held open by another process (HDF5 file lock); waiting for it", path)
+                said = True
+            time.sleep(0.1)
+
+
+def store_lock(store: str | Path, wait: bool = True) -> contextlib.AbstractContextManager:
+    """The lock of a store's PCA writers: ``STORE/.features.h5.lock`` (``flock``; re-entrant in a process)."""
+    f5 = features_path(store)
+    return file_lock(f5.with_name(f".{f5.name}.lock"), f"the store {f5}", wait=wait, error=StoreError)
 
 
 def _datasets(vector: str) -> tuple[str, ...]:
@@ -44,7 +78,7 @@ def iter_vectors(store: str | Path, vector: str, rows: np.ndarray | None = None,
     store) and holds one block at a time in float64. Every block holding one of ``rows`` is read whole, so a few
     rows scattered over a large store cost about as much as all of them."""
     names = _datasets(vector)
-    with h5py.File(features_path(store), "r") as f:
+    with open_h5(features_path(store), "r") as f:
         n = f[names[0]].shape[0]
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -105,7 +139,7 @@ def fit_pca(store: str | Path, n_components: int = 3, vector: str = DEFAULT_VECT
     from sklearn.decomposition import PCA, IncrementalPCA
 
     f5 = features_path(store)
-    with h5py.File(f5, "r") as f:
+    with open_h5(f5, "r") as f:
         n = int(f["ids"].shape[0])
         d = sum(int(f[v].shape[1]) for v in _datasets(vector))
     if n < 2:
@@ -126,9 +160,10 @@ def fit_pca(store: str | Path, n_components: int = 3, vector: str = DEFAULT_VECT
 
 
 def save_pca(store: str | Path, result: PCAResult, origin: str = "gapseek pca") -> Path:
-    """Save ``result`` as ``/pca/<vector>`` (replacing the one there), stamped with the time and ``origin``."""
+    """Save ``result`` as ``/pca/<vector>`` (replacing the one there), stamped with the time and ``origin``; holds
+    the store's lock (:func:`store_lock`) meanwhile."""
     f5 = features_path(store)
-    with h5py.File(f5, "r+") as f:
+    with store_lock(f5), open_h5(f5, "r+") as f:
         g = f.require_group("pca")
         if result.vector in g:
             del g[result.vector]
@@ -145,7 +180,7 @@ def save_pca(store: str | Path, result: PCAResult, origin: str = "gapseek pca") 
 
 def load_pca(store: str | Path, vector: str) -> PCAResult | None:
     """The saved PCA of ``vector``, or None."""
-    with h5py.File(features_path(store), "r") as f:
+    with open_h5(features_path(store), "r") as f:
         if "pca" not in f or vector not in f["pca"]:
             return None
         h = f["pca"][vector]
@@ -157,5 +192,5 @@ def load_pca(store: str | Path, vector: str) -> PCAResult | None:
 
 def saved_vectors(store: str | Path) -> list[str]:
     """The vectors with a saved PCA in the store."""
-    with h5py.File(features_path(store), "r") as f:
+    with open_h5(features_path(store), "r") as f:
         return [v for v in VECTORS if "pca" in f and v in f["pca"]]

@@ -65,18 +65,25 @@ class ShardTask(_Checkpointable):  # type: ignore[misc]
     """One shard, as a submitit callable. On timeout or preemption submitit calls ``checkpoint`` and requeues the
     same call, which resumes from the blocks the shard checkpointed."""
 
-    def __init__(self, store: str, model: tuple[str, str, str], settings: FeaturizeSettings,
+    def __init__(self, store: str, model: tuple[str, ...], settings: FeaturizeSettings,
                  checkpoint_every: int) -> None:
+        """``model``: (checkpoint, atom_init, checkpoint sha256[, atom_init sha256]). Both files are pinned to the
+        sha256 they have now, at submission (atom_init.json's is read here when not given), so every task loads
+        exactly the model the submitting command checked."""
+        from gapseek.model import sha256_file
+
+        if len(model) == 3:
+            model = (*model, sha256_file(model[1]))
         self.store = store
-        self.model = model
+        self.model = tuple(model)
         self.settings = settings
         self.checkpoint_every = checkpoint_every
 
     def __call__(self, index: int) -> ShardResult:
         from gapseek.model import load_model
 
-        checkpoint, atom_init, sha = self.model
-        lm = load_model(checkpoint, atom_init, expected_sha256=sha)
+        checkpoint, atom_init, sha, atom_init_sha = self.model
+        lm = load_model(checkpoint, atom_init, expected_sha256=sha, expected_atom_init_sha256=atom_init_sha)
         return run_shard(self.store, index, lm, self.settings, self.checkpoint_every)
 
 
@@ -91,7 +98,7 @@ def cluster_max_array_size() -> int:
 
 
 def submit_shards(store: str | Path, sub: SubmitSettings, settings: FeaturizeSettings,
-                  model: tuple[str, str, str], wait: bool = True) -> int:
+                  model: tuple[str, ...], wait: bool = True) -> int:
     """Submit the store's unfinished shards; with ``wait``, wait for them and merge. Returns an exit code."""
     import submitit
 

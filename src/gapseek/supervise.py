@@ -1,8 +1,8 @@
 """Supervised child processes: one input can cost one failure record, never a batch.
 
 Inputs are worked on in child processes the parent watches. A child announces each step before it takes it
-(``("read", [k])`` before reading and graphing item ``k`` of its task, ``("model", [k, ...])`` before a model
-batch), so when it dies or overruns the time limit the parent knows the culprit:
+(``read`` of item ``k`` of its task, ``model`` of a batch of items) on a board in shared memory, so when it
+dies or overruns the time limit the parent knows the culprit without waking up for every file:
 
 * a step that runs past ``timeout`` seconds: the child is killed (SIGKILL: C code cannot ignore it) and the
   culprit recorded as ``timeout: ...``;
@@ -26,7 +26,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Announce = Callable[[str, list[int]], None]
 _MAX_SILENT_DEATHS = 3  # a child that dies this often before its first step: something is wrong with all of them
+POLL = 1.0  # seconds between looks at the children's boards (a time limit is enforced within about this)
 STARTUP_GRACE = 300.0  # seconds a fresh child may take to start (spawned children import torch) before its first step
 
 
@@ -80,14 +81,58 @@ def _set_memory_limit(extra_bytes: int) -> None:
         log.debug("no memory cap in the worker: %s", exc)
 
 
-def _child_main(conn, worker: Worker, memory_limit: int) -> None:
+_STAGE_CODES = {"read": 1.0, "model": 2.0}
+_STAGE_NAMES = {1: "read", 2: "model"}
+
+
+class _Board:
+    """Where a child posts the step it is on (stage, item, start time) in shared memory, so the parent learns
+    the culprit of a death or an overrun without waking up for every file. A sequence counter (odd while a
+    post is being written) keeps the parent from reading half a post."""
+
+    def __init__(self, ctx) -> None:
+        self.cells = ctx.RawArray("d", 4)  # seq, stage code, item, start (time.monotonic, system-wide)
+
+    def post(self, stage: float, k: int) -> None:
+        c = self.cells
+        c[0] += 1.0
+        c[1], c[2], c[3] = stage, float(k), time.monotonic()
+        c[0] += 1.0
+
+    def clear(self) -> None:
+        self.post(0.0, 0)
+
+    def read(self) -> tuple[int, int, float]:
+        c = self.cells
+        while True:
+            seq = c[0]
+            stage, k, t = int(c[1]), int(c[2]), c[3]
+            if seq == c[0] and not int(seq) % 2:
+                return stage, k, t
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a parent killed by Slurm or kill -9 must not
+    leave a child spinning in C code)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_main(conn, board: _Board, worker: Worker, memory_limit: int) -> None:
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if memory_limit > 0:
         _set_memory_limit(memory_limit)
     worker.start()
 
     def announce(stage: str, ks: list[int]) -> None:
-        conn.send((stage, ks))
+        if stage == "model":  # a batch: its members go by pipe (a few per chunk), before the post
+            conn.send((stage, ks))
+        board.post(_STAGE_CODES[stage], ks[0])
 
     while True:
         try:
@@ -112,10 +157,25 @@ class _Task:
 class _Child:
     proc: Any
     conn: Any
+    board: _Board
     task: _Task | None = None
-    step: tuple[str, list[int]] | None = None
-    deadline: float = float("inf")
+    batch: list[int] = field(default_factory=list)  # the members of the model batch last announced
+    given: float = 0.0  # when the task was handed over
+    grace: float = 0.0  # seconds allowed before the first step
     used: bool = False
+
+    def step(self) -> tuple[str, list[int], float] | None:
+        """``(stage, items, started)`` of the step the child is on, None before its first step of the task."""
+        stage, k, t = self.board.read()
+        if stage == 0:
+            return None
+        return _STAGE_NAMES[stage], (self.batch if stage == 2 else [k]), t
+
+    def deadline(self, timeout: float) -> float:
+        if self.task is None:
+            return float("inf")
+        step = self.step()
+        return step[2] + timeout if step else self.given + self.grace
 
 
 class SupervisedPool:
@@ -139,24 +199,26 @@ class SupervisedPool:
         self.ctx = context
         self.describe = describe
         self._children: list[_Child] = []
+        self._poll_s = min(POLL, self.timeout / 4)
         self.restarts = 0
 
     # ------------------------------------------------------------------------------------------ children
     def _start(self) -> _Child:
         parent, child = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(target=_child_main, args=(child, self.worker, self.memory_limit), daemon=True,
-                                name="gapseek-worker")
+        board = _Board(self.ctx)
+        proc = self.ctx.Process(target=_child_main, args=(child, board, self.worker, self.memory_limit),
+                                daemon=True, name="gapseek-worker")
         proc.start()
         child.close()
-        c = _Child(proc, parent)
+        c = _Child(proc, parent, board)
         self._children.append(c)
         return c
 
     def _give(self, c: _Child, task: _Task, units: Sequence[Sequence[Any]]) -> None:
-        fresh = c.task is None and c.step is None and not c.used
-        c.task, c.step, c.used = task, None, True
         # a fresh child first runs worker.start() (imports, tables): that is not any input's time
-        c.deadline = time.monotonic() + (max(self.timeout, STARTUP_GRACE) if fresh else self.timeout)
+        c.grace = self.timeout if c.used else max(self.timeout, STARTUP_GRACE)
+        c.board.clear()  # the child is idle: nobody else writes the board now
+        c.task, c.batch, c.used, c.given = task, [], True, time.monotonic()
         items = [units[task.unit][p] for p in task.positions]
         try:
             c.conn.send((items, task.isolate))
@@ -206,9 +268,9 @@ class SupervisedPool:
                     self._give(idle or self._start(), queue.popleft(), units)
                 busy = [c for c in self._children if c.task is not None]
                 now = time.monotonic()
-                wait_s = max(0.0, min(c.deadline for c in busy) - now)
-                wait([c.conn for c in busy] + [c.proc.sentinel for c in busy],
-                     timeout=None if wait_s == float("inf") else wait_s + 0.01)
+                # steps are posted on the boards without a wake-up: look again at least every POLL seconds
+                wait_s = max(0.0, min(min(c.deadline(self.timeout) for c in busy) - now, self._poll_s))
+                wait([c.conn for c in busy] + [c.proc.sentinel for c in busy], timeout=wait_s + 0.01)
                 for c in busy:
                     self._poll(c, units, outcomes, missing, queue)
         finally:
@@ -223,29 +285,27 @@ class SupervisedPool:
                     task = c.task
                     assert task is not None
                     self._fill(task, msg[1], task.positions, outcomes, missing, units)
-                    c.task, c.step, c.deadline = None, None, float("inf")
+                    c.task, c.batch = None, []
                     return
-                c.step = msg
-                c.deadline = time.monotonic() + self.timeout
+                c.batch = msg[1]
         except (EOFError, OSError):
             died = True
+        step = c.step()
+        where = self.describe(step[0]) if step else "starting the worker"
         if not died and c.proc.is_alive():
-            if time.monotonic() < c.deadline:
+            if time.monotonic() < c.deadline(self.timeout):
                 return
-            stage = self.describe(c.step[0]) if c.step else "starting the worker"
-            reason = f"timeout: {stage} took over {self.timeout:g} s; the worker was killed"
+            reason = f"timeout: {where} took over {self.timeout:g} s; the worker was killed"
             self._remove(c, kill=True)
         else:
             code = self._remove(c, kill=False)
             if code is not None and code < 0:
-                sig = signal_name(-code)
                 hint = " (killed from outside: out of memory?)" if -code == signal.SIGKILL else ""
-                reason = f"crashed: {sig} in {self.describe(c.step[0]) if c.step else 'the worker'}{hint}"
+                reason = f"crashed: {signal_name(-code)} in {where}{hint}"
             else:
-                reason = f"crashed: the worker exited with code {code} in " \
-                         f"{self.describe(c.step[0]) if c.step else 'the worker'}"
+                reason = f"crashed: the worker exited with code {code} in {where}"
         self.restarts += 1
-        self._after_failure(c.task, c.step, reason, units, outcomes, missing, queue)
+        self._after_failure(c.task, step[:2] if step else None, reason, units, outcomes, missing, queue)
 
     def _fill(self, task: _Task, result: list[Any], positions: list[int], outcomes, missing, units) -> None:
         if outcomes[task.unit] is None:

@@ -1,8 +1,11 @@
 """Campaigns that live on disk, simulated against known labels or driven by a lab (suggest / tell).
 
-A campaign directory holds ``campaign.json`` (format version, store, target, tolerance, engine, inputs) and
-``trials.csv``, an append-only log of every measurement (prior rows first, trial 0), flushed and fsynced per
-row, so a crash loses nothing and a rerun resumes; ``suggestions.csv`` logs every proposal made to a lab.
+A campaign directory holds ``campaign.json`` (format version, store and its content digest, target, tolerance,
+engine, inputs) and ``trials.csv``, the log of every measurement (prior rows first, trial 0), each write of it whole
+or not at all (temporary file, fsync, rename), so a crash or a full disk loses nothing and a rerun resumes;
+``suggestions.csv`` logs every proposal made to a lab; ``engine_state.json`` (simulated campaigns) the engine's and
+the random generator's state before the last round, so a resumed campaign picks what an uninterrupted one would.
+Writers serialise on ``.campaign.lock`` (see :class:`Campaign`).
 
 ``trials.csv``'s ``source``: ``prior``, ``oracle`` (a simulated trial), ``lab`` (a measurement of a crystal this
 campaign suggested) or ``lab-unsuggested`` (told, never suggested: the lab chose it). Logs written before the last
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import io
 import json
 import logging
 import os
@@ -28,19 +33,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from gapseek import __version__
-from gapseek.errors import ConfigError, GapseekWarning, InputError, few
-from gapseek.pca import PCAResult, fit_pca, load_pca, project, read_vectors, save_pca, saved_vectors
+from gapseek.errors import CampaignError, ConfigError, GapseekWarning, InputError, few
+from gapseek.pca import PCAResult, fit_pca, load_pca, open_h5, project, read_vectors, save_pca, saved_vectors
 from gapseek.search.engines import Engine, Pool, make_engine
+from gapseek.search.locks import atomic_write, file_lock
 from gapseek.search.report import write_json
 from gapseek.store import decode_strings, features_path
 
 __all__ = ["CAMPAIGN_FORMAT", "LAB_TARGET_MARGIN", "Campaign", "CampaignSettings", "PCAChoice", "build_pool",
-           "check_lab_target", "draw_prior", "resolve_pca", "resumable", "run_search", "settings_changes", "simulate",
-           "start_lab_campaign"]
+           "check_lab_target", "draw_prior", "open_campaign", "resolve_pca", "resumable", "run_search",
+           "settings_changes", "simulate", "start_lab_campaign", "store_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ CAMPAIGN_FORMAT = 1
 SUGGESTION_FIELDS = ["time", "id", "formula", "why", "event"]
 TRIAL_FIELDS = ["trial", "id", "formula", "band_gap", "abs_error", "hit", "engine", "source"]
 LAB_TARGET_MARGIN = 1.0  # eV: a lab target farther than this outside the prior's measured gaps is warned about
+LOCK_FILE = ".campaign.lock"
+STATE_FILE = "engine_state.json"
+_DIGEST_BLOCK = 65_536  # store rows hashed at a time
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ def resolve_pca(store: str | Path, settings: CampaignSettings, origin: str = "a 
     if settings.features != "pca":
         return None
     f5 = features_path(store)
-    with h5py.File(f5, "r") as f:
+    with open_h5(f5, "r") as f:
         n = int(f["ids"].shape[0])
     k, v = settings.components, settings.vector
     stored = load_pca(f5, v)
@@ -164,7 +172,7 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
     the pool is within the tolerance of is a ConfigError (nothing to find), and one outside the labels' range a
     GapseekWarning."""
     f5 = features_path(store)
-    with h5py.File(f5, "r") as f:
+    with open_h5(f5, "r") as f:
         ids = decode_strings(f["ids"][()])
         formula = decode_strings(f["formula"][()])
         prediction = f["prediction"][()].astype(np.float64)
@@ -247,8 +255,10 @@ class SimResult:
 
 
 def simulate(pool: Pool, truth: np.ndarray, engine: Engine, prior_rows: np.ndarray, budget: int, batch: int,
-             rng: np.random.Generator, on_trial=None) -> SimResult:
-    """Run a simulated campaign: the engine proposes, the oracle (``truth``) answers, until ``budget`` trials."""
+             rng: np.random.Generator, on_trial=None, on_round=None) -> SimResult:
+    """Run a simulated campaign: the engine proposes, the oracle (``truth``) answers, until ``budget`` trials.
+    ``on_round(trial, n, engine, rng)`` is called before each proposal of ``n`` crystals, ``trial`` trials in
+    (a campaign on disk saves the engine's and the generator's state there, to resume exactly)."""
     t0 = time.perf_counter()
     observed = list(int(r) for r in prior_rows)
     y = list(truth[prior_rows])
@@ -257,7 +267,10 @@ def simulate(pool: Pool, truth: np.ndarray, engine: Engine, prior_rows: np.ndarr
     first_hit, hits = budget + 1, 0
     trial = 0
     while trial < budget:
-        picks = engine.propose(pool, np.asarray(observed), np.asarray(y), min(batch, budget - trial), rng)
+        n = min(batch, budget - trial)
+        if on_round:
+            on_round(trial, n, engine, rng)
+        picks = engine.propose(pool, np.asarray(observed, dtype=np.int64), np.asarray(y, dtype=np.float64), n, rng)
         if not picks:
             break
         for row, why in picks:
@@ -277,101 +290,349 @@ def simulate(pool: Pool, truth: np.ndarray, engine: Engine, prior_rows: np.ndarr
     return SimResult(engine.name, -1, first_hit, hits, curve, trials, time.perf_counter() - t0)
 
 
+def store_digest(store: str | Path) -> tuple[str, int]:
+    """``(sha256 hex, rows)`` of a store's content: its ids and feature arrays (``prediction``, ``pooled``,
+    ``hidden``), read in blocks. Two stores with the same ids but other features differ; the same store copied or
+    moved does not (a saved PCA is not part of it)."""
+    h = hashlib.sha256()
+    with open_h5(features_path(store), "r") as f:
+        n = int(f["ids"].shape[0])
+        h.update(f"gapseek store digest 1; rows {n}\n".encode())
+        for lo in range(0, n, _DIGEST_BLOCK):
+            ids = [v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
+                   for v in f["ids"][lo:lo + _DIGEST_BLOCK]]
+            h.update(b"\0".join(ids) + b"\0")
+        for name in ("prediction", "pooled", "hidden"):
+            h.update(f"\n{name} {f[name].shape}\n".encode())
+            for lo in range(0, n, _DIGEST_BLOCK):
+                h.update(np.ascontiguousarray(f[name][lo:lo + _DIGEST_BLOCK], dtype="<f4").tobytes())
+    return h.hexdigest(), n
+
+
+def _stamp(store: str | Path) -> list[int]:
+    """What changes whenever a store's file is rewritten or replaced: size, mtime (ns), inode."""
+    st = os.stat(features_path(store))
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ino)]
+
+
+def _lock(directory: Path, wait: bool = True):
+    """The lock of a campaign directory (``.campaign.lock``): one writer at a time (see :class:`Campaign`)."""
+    return file_lock(directory / LOCK_FILE, f"the campaign in {directory}", wait=wait, error=CampaignError)
+
+
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)  # \r\n line ends, as every trials.csv gapseek wrote
+    return buf.getvalue()
+
+
+def _trial_rows(settings: CampaignSettings, pool: Pool, measured: list[tuple[str, float]], sources: list[str],
+                next_trial: int) -> list[dict]:
+    rows = []
+    for (cid, gap), source in zip(measured, sources):
+        row = pool.index[cid]
+        err = abs(gap - settings.target)
+        rows.append({"trial": 0 if source == "prior" else next_trial, "id": cid, "formula": pool.formula[row],
+                     "band_gap": repr(float(gap)), "abs_error": f"{err:.6g}", "hit": int(err <= settings.tolerance),
+                     "engine": settings.engine, "source": source})
+        if source != "prior":
+            next_trial += 1
+    return rows
+
+
+def _parse_trials(path: Path, text: str, first_line: int = 1) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of the trial lines of ``text`` (no header; its first line is ``first_line``);
+    a line that is not a whole trial is a CampaignError naming it."""
+    out = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    for row in reader:
+        k = first_line + start - 1
+        start = reader.line_num + 1
+        if not row:
+            continue
+        problem = None
+        if len(row) != len(TRIAL_FIELDS):
+            problem = f"{len(row)} fields, expected {len(TRIAL_FIELDS)} ({','.join(TRIAL_FIELDS)})"
+            if len(row) > len(TRIAL_FIELDS):
+                problem += ("; a row cut short by an interrupted write (an older gapseek appended rows in place) with "
+                            "the next row glued onto it?")
+        else:
+            r = dict(zip(TRIAL_FIELDS, row))
+            try:
+                int(r["trial"]), float(r["band_gap"]), float(r["abs_error"]), int(r["hit"])
+            except ValueError:
+                problem = "trial, band_gap, abs_error or hit is not a number"
+            if not r["id"].strip():
+                problem = "no id"
+        if problem:
+            shown = ",".join(row)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise CampaignError(f"{path}, line {k} ({shown!r}): {problem}. The log is corrupt there: fix or delete "
+                                "that line by hand (a measurement deleted must be told again), or start the "
+                                "campaign anew with --overwrite")
+        out.append((k, r))
+    return out
+
+
+def _torn_tail(text: str) -> tuple[str, str]:
+    """``(whole lines, last line without its newline)``: gapseek ends every row it writes with a newline."""
+    if not text or text.endswith("\n"):
+        return text, ""
+    cut = text.rfind("\n") + 1
+    return text[:cut], text[cut:]
+
+
 class Campaign:
-    """A campaign directory: ``campaign.json`` + append-only ``trials.csv`` (+ ``suggestions.csv``)."""
+    """A campaign directory: ``campaign.json`` + ``trials.csv`` (+ ``suggestions.csv``, ``engine_state.json``).
+
+    Integrity. Every write replaces the whole file at once (temporary file, fsync, rename): a full disk or a crash
+    leaves the old file, never part of a new one, so a ``tell`` is all or nothing. Writers (``tell``, ``suggest``,
+    ``search``, ``campaign``) hold ``.campaign.lock`` (``flock``): ``tell`` and ``suggest`` wait for another
+    writer (up to ``GAPSEEK_LOCK_TIMEOUT`` seconds, 600 by default) and then re-read the log, so two ``tell`` of
+    the same ids record them once and refuse the second; ``search`` fails at once when another command holds the
+    campaign. Opening checks the log: a last row without its newline (left by gapseek before these writes, or a
+    hand edit) is kept when whole, dropped with a warning when cut short, and the file repaired; any other
+    malformed line, a missing ``trials.csv`` or a corrupt ``campaign.json`` is a :class:`CampaignError` naming it.
+    ``campaign.json`` records the store's content digest (:func:`store_digest`); :meth:`verify_store` refuses a
+    store with other content, and records the digest in a campaign written before it was kept.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
         meta = self.dir / "campaign.json"
         if not meta.is_file():
             raise InputError(f"{self.dir} is not a gapseek campaign (no campaign.json)")
-        self.meta = json.loads(meta.read_text())
+        self.meta = self._read_meta()
         fmt = self.meta.get("gapseek_campaign")
         if fmt != CAMPAIGN_FORMAT:
             raise InputError(f"{self.dir} was written by another gapseek version (campaign format {fmt}, "
                              f"gapseek {self.meta.get('gapseek_version')}); this gapseek reads format "
                              f"{CAMPAIGN_FORMAT}")
-        s = self.meta["settings"]
-        if s.get("label_range") is not None:
-            s["label_range"] = tuple(s["label_range"])
-        self.settings = CampaignSettings(**s)
-        self.store = self.meta["store"]
-        self._next: tuple[int, int] | None = None  # (size of trials.csv, next trial number) once read
+        try:
+            s = dict(self.meta["settings"])
+            if s.get("label_range") is not None:
+                s["label_range"] = tuple(s["label_range"])
+            self.settings = CampaignSettings(**s)
+            self.store = str(self.meta["store"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CampaignError(f"{meta} lacks or garbles the campaign's settings ({type(exc).__name__}: {exc}); "
+                                "restore it, or start the campaign anew with --overwrite") from None
+        self._check_log()
+
+    def _read_meta(self) -> dict:
+        path = self.dir / "campaign.json"
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CampaignError(f"{path} is corrupt ({exc}): cut short or edited by hand (gapseek writes it whole); "
+                                "restore it from a copy, or start the campaign anew with --overwrite") from None
+        if not isinstance(meta, dict):
+            raise CampaignError(f"{path} is not a campaign description (a JSON object); restore it, or start the "
+                                "campaign anew with --overwrite")
+        return meta
 
     @classmethod
     def create(cls, directory: str | Path, store: str | Path, settings: CampaignSettings, mode: str,
-               extra: dict | None = None, overwrite: bool = False) -> Campaign:
+               extra: dict | None = None, overwrite: bool = False,
+               prior: tuple[Pool, list[tuple[str, float]]] | None = None) -> Campaign:
+        """A new campaign in ``directory``; ``prior``: ``(pool, [(id, gap), ...])`` recorded as trial 0. The log
+        (with the prior) is written before ``campaign.json``: a crash midway leaves no campaign, not one without
+        its prior."""
         d = Path(directory)
         if (d / "campaign.json").exists() and not overwrite:
             raise ConfigError(f"{d} already holds a campaign; resume it, or pass --overwrite to start anew")
         d.mkdir(parents=True, exist_ok=True)
-        for name in ("trials.csv", "suggestions.csv"):
-            (d / name).unlink(missing_ok=True)
-        meta = {"gapseek_campaign": CAMPAIGN_FORMAT, "gapseek_version": __version__, "mode": mode,
-                "store": str(Path(store).resolve()), "settings": asdict(settings),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
-        write_json(d / "campaign.json", meta)
-        with open(d / "trials.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(TRIAL_FIELDS)
+        with _lock(d):
+            stamp = _stamp(store)
+            digest, n = store_digest(store)
+            (d / "campaign.json").unlink(missing_ok=True)  # first: from here until the end there is no campaign
+            for name in ("suggestions.csv", STATE_FILE):
+                (d / name).unlink(missing_ok=True)
+            rows = [] if prior is None else _trial_rows(settings, prior[0], prior[1], ["prior"] * len(prior[1]), 1)
+            atomic_write(d / "trials.csv", _csv_text([TRIAL_FIELDS] + [[r[f] for f in TRIAL_FIELDS] for r in rows])
+                         .encode())
+            meta = {"gapseek_campaign": CAMPAIGN_FORMAT, "gapseek_version": __version__, "mode": mode,
+                    "store": str(Path(store).resolve()), "store_digest": digest, "store_rows": n,
+                    "store_stamp": stamp, "settings": asdict(settings),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
+            write_json(d / "campaign.json", meta)
         return cls(d)
+
+    # ------------------------------------------------------------------------------------ locking, integrity
+    def lock(self, wait: bool = True):
+        """Hold the campaign's lock (re-entrant): every write takes it; hold it around a read-check-write."""
+        return _lock(self.dir, wait)
+
+    def _read_log(self) -> tuple[str, list[tuple[int, dict]], str | None]:
+        """``(text the log should hold, [(line, row)], note)``: ``note`` says what a repair changes (None when
+        the file is whole)."""
+        path = self.dir / "trials.csv"
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise CampaignError(f"{path} is missing (deleted?): the campaign's measurements are not there; restore "
+                                "it from a copy, or start the campaign anew with --overwrite") from None
+        except UnicodeDecodeError as exc:
+            raise CampaignError(f"{path} is not text ({exc}); restore it, or start anew with --overwrite") from None
+        header = _csv_text([TRIAL_FIELDS])
+        if not text:  # an older gapseek, cut before its header
+            return header, [], f"{path} was empty: its header is written back"
+        whole, torn = _torn_tail(text)
+        if not whole:  # one line, no newline: a header cut short, or the header without its newline
+            if torn.rstrip("\r") == ",".join(TRIAL_FIELDS):
+                return header, [], f"{path}: the header's line end is written back"
+            raise CampaignError(f"{path} starts with {torn[:60]!r}, not the header {','.join(TRIAL_FIELDS)}; "
+                                "restore it, or start the campaign anew with --overwrite")
+        first, _, body = whole.partition("\n")
+        if first.rstrip("\r") != ",".join(TRIAL_FIELDS):
+            raise CampaignError(f"{path} has columns {first.rstrip()!r}, not {','.join(TRIAL_FIELDS)} (not a "
+                                "gapseek log, or another version's); restore it, or start anew with --overwrite")
+        rows = _parse_trials(path, body, first_line=2)
+        if not torn:
+            return whole, rows, None
+        line = whole.count("\n") + 1
+        try:
+            last = _parse_trials(path, torn, first_line=line)
+        except CampaignError:
+            last = []
+        if last:  # a whole row without its newline (a hand edit): kept
+            return whole + torn.rstrip("\r") + "\r\n", rows + last, f"{path}, line {line}: its line end is written back"
+        return whole, rows, (f"{path}, line {line}: dropped {torn!r}, a row cut short by an interrupted write (an "
+                             "older gapseek wrote rows in place); if it was a measurement, tell it again")
+
+    def _check_log(self) -> None:
+        """Repair a log whose last row lost its newline (see :meth:`_read_log`), under the lock."""
+        *_, note = self._read_log()
+        if note is None:
+            return
+        try:
+            with self.lock():
+                text, _, note = self._read_log()
+                if note is not None:
+                    atomic_write(self.dir / "trials.csv", text.encode())
+                    log.warning("%s", note)
+        except OSError as exc:  # read-only: the rows read are right all the same
+            log.warning("%s (not repaired on disk: %s)", note, exc)
+
+    def verify_store(self) -> None:
+        """The store at ``self.store`` holds the content the campaign started on (:func:`store_digest`, checked
+        when the store's file changed since the last check): otherwise a CampaignError naming both digests. A
+        campaign written before the digest was recorded gets it recorded now (a logged notice)."""
+        stamp = _stamp(self.store)
+        recorded = self.meta.get("store_digest")
+        if recorded is not None and self.meta.get("store_stamp") == stamp:
+            return
+        digest, n = store_digest(self.store)
+        if recorded is None:
+            log.warning("%s/campaign.json records no store digest (written by an older gapseek): recording the one "
+                        "of %s now (sha256 %s, %d rows); from now on a store with other content is refused",
+                        self.dir, self.store, digest[:16], n)
+            self._update_meta(store_digest=digest, store_rows=n, store_stamp=stamp)
+        elif recorded != digest:
+            was = self.meta.get("store_rows")
+            raise CampaignError(
+                f"the store {self.store} holds other content than the one the campaign in {self.dir} was started "
+                f"on: its digest is sha256 {digest[:16]}... ({n} rows), campaign.json records sha256 "
+                f"{recorded[:16]}...{f' ({was} rows)' if was is not None else ''}. Point campaign.json's \"store\" "
+                "at the store it was started on, or start a new campaign")
+        else:
+            self._update_meta(store_stamp=stamp)
+
+    def _update_meta(self, **changes) -> None:
+        try:
+            with self.lock():
+                meta = self._read_meta()
+                meta.update(changes)
+                write_json(self.dir / "campaign.json", meta)
+        except OSError as exc:  # a read-only campaign: checked again next time
+            log.debug("campaign.json of %s not updated (%s)", self.dir, exc)
+        self.meta.update(changes)
 
     # ------------------------------------------------------------------------------------ the log
     def trials(self) -> list[dict]:
-        path = self.dir / "trials.csv"
-        if not path.is_file():
-            return []
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        return [r for r in rows if r.get("id")]
-
-    def append(self, rows: list[dict]) -> None:
-        with open(self.dir / "trials.csv", "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=TRIAL_FIELDS)
-            for r in rows:
-                w.writerow(r)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def log_suggestions(self, rows: list[tuple[str, str, str]], event: str = "suggested") -> None:
-        """Append ``(id, formula, why)`` rows to ``suggestions.csv`` as ``suggested`` (in flight until told) or
-        ``released`` (will not be measured: no longer in flight)."""
-        path = self.dir / "suggestions.csv"
-        new = not path.exists() or path.stat().st_size == 0  # empty: a crash before its header was written
-        if not new:
-            self._upgrade_suggestions(path)
-        with open(path, "a", newline="") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(SUGGESTION_FIELDS)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            for r in rows:
-                w.writerow([stamp, *r, event])
-            fh.flush()
-            os.fsync(fh.fileno())
+        return [r for _, r in self._read_log()[1]]
 
     def record(self, pool: Pool, measured: list[tuple[str, float]], source: str | list[str]) -> list[dict]:
-        """Append measurements (id, gap) as trials (``source``: one for all, or one per measurement); returns the
-        rows written."""
+        """Append measurements (id, gap) as trials (``source``: one for all, or one per measurement), all or
+        nothing; returns the rows written. An id already in the log, or twice in ``measured``, is an InputError
+        (nothing is written); a failed write (no space left) a CampaignError, the log as it was."""
         s = self.settings
         sources = [source] * len(measured) if isinstance(source, str) else list(source)
         if len(sources) != len(measured):
             raise ValueError("one source per measurement")
         path = self.dir / "trials.csv"
-        if self._next is None or self._next[0] != path.stat().st_size:  # first call, or another writer appended
-            self._next = (-1, 1 + max((int(r["trial"]) for r in self.trials()), default=0))
-        next_trial = self._next[1]
-        rows = []
-        for (cid, gap), source in zip(measured, sources):
-            row = pool.index[cid]
-            err = abs(gap - s.target)
-            rows.append({"trial": 0 if source == "prior" else next_trial, "id": cid, "formula": pool.formula[row],
-                         "band_gap": repr(float(gap)), "abs_error": f"{err:.6g}", "hit": int(err <= s.tolerance),
-                         "engine": s.engine, "source": source})
-            if source != "prior":
-                next_trial += 1
-        self.append(rows)
-        self._next = (path.stat().st_size, next_trial)
+        with self.lock():
+            text, lined, note = self._read_log()
+            if note is not None:
+                log.warning("%s", note)
+            seen = {r["id"] for _, r in lined}
+            again = []
+            for cid, _ in measured:
+                if cid in seen:
+                    again.append(cid)
+                seen.add(cid)
+            if again:
+                raise InputError(f"{len(again)} id(s) already recorded in {path} (or given twice): {few(again)} "
+                                 "(nothing was recorded)")
+            unknown = [cid for cid, _ in measured if cid not in pool.index]
+            if unknown:
+                raise InputError(f"{len(unknown)} id(s) are not in the campaign's pool: {few(unknown)} (nothing was "
+                                 "recorded)")
+            next_trial = 1 + max((int(r["trial"]) for _, r in lined), default=0)
+            rows = _trial_rows(s, pool, measured, sources, next_trial)
+            data = text + _csv_text([[r[f] for f in TRIAL_FIELDS] for r in rows])
+            try:
+                atomic_write(path, data.encode())
+            except OSError as exc:
+                raise CampaignError(f"cannot record {len(rows)} measurement(s) in {path}: "
+                                    f"{exc.strerror or exc}; nothing was recorded, the log is as it was (make room "
+                                    "and run the same command again)") from exc
         return rows
+
+    def log_suggestions(self, rows: list[tuple[str, str, str]], event: str = "suggested") -> None:
+        """Append ``(id, formula, why)`` rows to ``suggestions.csv`` as ``suggested`` (in flight until told) or
+        ``released`` (will not be measured: no longer in flight), all at once."""
+        path = self.dir / "suggestions.csv"
+        with self.lock():
+            if path.is_file() and path.stat().st_size:
+                self._upgrade_suggestions(path)
+            text, torn = _torn_tail(path.read_text(encoding="utf-8") if path.is_file() else "")
+            if torn:
+                log.warning("%s: dropped %r, a row cut short by an interrupted write", path, torn)
+            if not text:  # new, or empty: a crash before its header was written
+                text = _csv_text([SUGGESTION_FIELDS])
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            data = text + _csv_text([[stamp, *r, event] for r in rows])
+            try:
+                atomic_write(path, data.encode())
+            except OSError as exc:
+                raise CampaignError(f"cannot write {path}: {exc.strerror or exc}; nothing was written (make room "
+                                    "and run the same command again)") from exc
+
+    def _suggestion_rows(self) -> list[dict]:
+        path = self.dir / "suggestions.csv"
+        if not path.is_file():
+            return []
+        text, _ = _torn_tail(path.read_text(encoding="utf-8"))
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+
+    def engine_state(self) -> dict | None:
+        """The engine's and generator's state saved before the last round of a simulated campaign, or None."""
+        path = self.dir / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            int(state["trial"]), int(state["n"]), state["rng"]
+            return state
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            log.warning("%s is unreadable (%s); the engine restarts without it", path, exc)
+            return None
+
+    def save_engine_state(self, state: dict) -> None:
+        with self.lock():
+            write_json(self.dir / STATE_FILE, state)
 
     @property
     def mode(self) -> str:
@@ -427,19 +688,17 @@ class Campaign:
 
     def suggested(self) -> set[str]:
         """Every id this campaign ever suggested (``suggestions.csv``), released or not."""
-        path = self.dir / "suggestions.csv"
-        if not path.is_file():
-            return set()
-        with open(path, newline="") as fh:
-            return {r["id"] for r in csv.DictReader(fh) if r.get("id") and r.get("event", "suggested") == "suggested"}
+        return {r["id"] for r in self._suggestion_rows() if r.get("id") and r.get("event", "suggested") == "suggested"}
 
     def tell(self, pool: Pool, measured: list[tuple[str, float]]) -> tuple[list[dict], list[str]]:
         """Record lab measurements: ``lab`` for crystals this campaign suggested, ``lab-unsuggested`` for the
         others (legitimate: the lab may measure what it likes, but the caller should say so). Returns the rows
-        written and the unsuggested ids."""
-        suggested = self.suggested()
-        sources = ["lab" if cid in suggested else "lab-unsuggested" for cid, _ in measured]
-        rows = self.record(pool, measured, sources)
+        written and the unsuggested ids. All or nothing, under the campaign's lock (ids already recorded are
+        refused)."""
+        with self.lock():
+            suggested = self.suggested()
+            sources = ["lab" if cid in suggested else "lab-unsuggested" for cid, _ in measured]
+            rows = self.record(pool, measured, sources)
         return rows, [r["id"] for r in rows if r["source"] == "lab-unsuggested"]
 
     @staticmethod
@@ -450,49 +709,50 @@ class Campaign:
             if next(csv.reader(fh), SUGGESTION_FIELDS) == SUGGESTION_FIELDS:
                 return
             fh.seek(0)
-            rows = list(csv.reader(fh))
-        tmp = path.with_name(".suggestions.csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(SUGGESTION_FIELDS)
-            w.writerows(r[:4] + ["suggested"] for r in rows[1:] if r)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            text, _ = _torn_tail(fh.read())
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        atomic_write(path, _csv_text([SUGGESTION_FIELDS] + [r[:4] + ["suggested"] for r in rows[1:] if r]).encode())
 
     def pending(self, pool: Pool) -> np.ndarray:
         """Pool rows suggested (``suggestions.csv``), neither told nor released since, oldest suggestion first."""
-        path = self.dir / "suggestions.csv"
-        if not path.is_file():
+        rows = self._suggestion_rows()
+        if not rows:
             return np.zeros(0, dtype=np.int64)
         told = {r["id"] for r in self.trials()}
         state: dict[str, bool] = {}
-        with open(path, newline="") as fh:
-            for r in csv.DictReader(fh):
-                if r.get("id"):
-                    in_flight = r.get("event", "suggested") != "released"
-                    if in_flight and state.get(r["id"]):
-                        continue  # suggested again while in flight: keeps its first place
-                    state.pop(r["id"], None)
-                    state[r["id"]] = in_flight
+        for r in rows:
+            if r.get("id"):
+                in_flight = r.get("event", "suggested") != "released"
+                if in_flight and state.get(r["id"]):
+                    continue  # suggested again while in flight: keeps its first place
+                state.pop(r["id"], None)
+                state[r["id"]] = in_flight
         out = [pool.index[c] for c, live in state.items() if live and c not in told and c in pool.index]
         return np.asarray(out, dtype=np.int64)
 
     def release(self, pool: Pool, ids: list[str]) -> None:
         """Mark pending suggestions as not to be measured (they may be proposed again); unknown or not pending ids
         are an error and nothing is written."""
-        pending = {pool.ids[i] for i in self.pending(pool)}
-        wrong = [c for c in ids if c not in pending]
-        if wrong:
-            raise InputError(f"{len(wrong)} id(s) are not pending suggestions of {self.dir}: {few(wrong)} "
-                             f"(pending: {few(sorted(pending)) or 'none'}; nothing was released)")
-        self.log_suggestions([(c, pool.formula[pool.index[c]], "released by tell --release") for c in ids],
-                             event="released")
+        with self.lock():
+            pending = {pool.ids[i] for i in self.pending(pool)}
+            wrong = [c for c in ids if c not in pending]
+            if wrong:
+                raise InputError(f"{len(wrong)} id(s) are not pending suggestions of {self.dir}: {few(wrong)} "
+                                 f"(pending: {few(sorted(pending)) or 'none'}; nothing was released)")
+            self.log_suggestions([(c, pool.formula[pool.index[c]], "released by tell --release") for c in ids],
+                                 event="released")
 
     def observed(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.trials()
-        return (np.array([pool.index[r["id"]] for r in rows], dtype=np.int64),
-                np.array([float(r["band_gap"]) for r in rows]))
+        """Pool rows and gaps of every trial (the prior first), in the log's order; an id not in the pool is a
+        CampaignError naming its line."""
+        lined = self._read_log()[1]
+        missing = [(k, r["id"]) for k, r in lined if r["id"] not in pool.index]
+        if missing:
+            raise CampaignError(f"{self.dir}/trials.csv names {len(missing)} crystal(s) not in the campaign's store "
+                                f"{self.store}: {few(f'{c} (line {k})' for k, c in missing)}; fix or delete those "
+                                "lines by hand, or start the campaign anew with --overwrite")
+        return (np.array([pool.index[r["id"]] for _, r in lined], dtype=np.int64),
+                np.array([float(r["band_gap"]) for _, r in lined], dtype=np.float64))
 
 
 def _prior_text(prior: int | list[str]) -> int | str:
@@ -528,37 +788,100 @@ def run_search(store: str | Path, labels: dict[str, float], labels_path: str, pr
     engine against the labels until the budget is spent, write ``summary.json`` and ``campaign.png``.
     ``on_trial(row_dict, why)`` is called after each recorded trial, ``on_pca(choice)`` with the PCA used (see
     :func:`build_pool`). Resuming with other settings, another store, labels file or prior is
-    a ConfigError naming each difference."""
+    a ConfigError naming each difference; a store whose content changed, a CampaignError.
+
+    Exact resumption: before each round the engine's state and the random generator's are saved
+    (``engine_state.json``); a resumed campaign restores them, proposes the interrupted round again (its picks
+    already recorded must come again) and goes on, so it picks what an uninterrupted campaign picks, whatever the
+    engine. The campaign's lock is held throughout: a second ``search`` on the same directory fails at once."""
     if settings.budget is None:
         raise ConfigError("a simulated campaign needs a budget (trials)")
     out = Path(out)
-    camp = None if overwrite else resumable(out, store, labels_path, prior, settings)
+    camp = None if overwrite else resumable(out, store, labels_path, prior, settings)  # before a PCA is fitted
     pool, truth = build_pool(store, settings, labels, drop_missing=drop_missing, on_pca=on_pca,
                              origin="gapseek search")
-    if camp is not None:
-        log.info("resuming %s", out)
-    else:
-        camp = Campaign.create(out, store, settings, mode="simulated", overwrite=overwrite,
-                               extra={"labels": str(Path(labels_path).resolve()), "prior": _prior_text(prior)})
-        prior_rows = draw_prior(pool, prior, np.random.default_rng(settings.seed))
-        camp.record(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows], "prior")
-        left = np.ones(len(pool), dtype=bool)
-        left[prior_rows] = False
-        if not np.any(np.abs(truth[left] - settings.target) <= settings.tolerance):
-            warnings.warn(f"every crystal within {settings.tolerance:g} eV of the target is in the prior: the "
-                          "campaign's trials cannot find a hit", GapseekWarning, stacklevel=2)
-    observed, _ = camp.observed(pool)
-    done = sum(1 for r in camp.trials() if r["source"] != "prior")
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out, wait=False):
+        camp = None if overwrite else resumable(out, store, labels_path, prior, settings)
+        if camp is not None:
+            log.info("resuming %s", out)
+            camp.verify_store()
+            if not any(r["source"] == "prior" for r in camp.trials()):
+                if camp.trials():
+                    raise CampaignError(f"{out}/trials.csv has trials but no prior: restore it, or start anew with "
+                                        "--overwrite")
+                log.warning("%s: the prior was never recorded (the campaign's start was interrupted): recording it "
+                            "now", out)
+                prior_rows = draw_prior(pool, prior, np.random.default_rng(settings.seed))
+                camp.record(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows], "prior")
+        else:
+            prior_rows = draw_prior(pool, prior, np.random.default_rng(settings.seed))
+            camp = Campaign.create(out, store, settings, mode="simulated", overwrite=overwrite,
+                                   extra={"labels": str(Path(labels_path).resolve()), "prior": _prior_text(prior)},
+                                   prior=(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows]))
+            left = np.ones(len(pool), dtype=bool)
+            left[prior_rows] = False
+            if not np.any(np.abs(truth[left] - settings.target) <= settings.tolerance):
+                warnings.warn(f"every crystal within {settings.tolerance:g} eV of the target is in the prior: the "
+                              "campaign's trials cannot find a hit", GapseekWarning, stacklevel=2)
 
-    def record(_trial, row, gap, why):
-        written = camp.record(pool, [(pool.ids[row], gap)], "oracle")[0]
-        if on_trial:
-            on_trial(written, why)
+        def record(_trial, row, gap, why):
+            written = camp.record(pool, [(pool.ids[row], gap)], "oracle")[0]
+            if on_trial:
+                on_trial(written, why)
 
-    if done < settings.budget:
-        simulate(pool, truth, make_engine(settings.engine), observed, settings.budget - done, settings.batch,
-                 np.random.default_rng(10_000 + settings.seed + done), on_trial=record)
-    return camp.report(len(pool))
+        done = sum(1 for r in camp.trials() if r["source"] != "prior")
+        if done < settings.budget:
+            engine = make_engine(settings.engine)
+            rng, done = _resume_round(camp, pool, truth, engine, settings, done, record)
+            if rng is None:
+                if done:
+                    log.info("%s: no saved engine state (a campaign of an older gapseek): the engine starts afresh "
+                             "at trial %d", out, done + 1)
+                rng = np.random.default_rng(10_000 + settings.seed + done)
+            start = done
+
+            def save(trial, n, eng, gen):
+                camp.save_engine_state({"engine": settings.engine, "trial": start + trial, "n": n,
+                                        "rng": gen.bit_generator.state, "state": eng.get_state()})
+
+            if done < settings.budget:
+                observed, _ = camp.observed(pool)
+                simulate(pool, truth, engine, observed, settings.budget - done, settings.batch, rng, on_trial=record,
+                         on_round=save)
+        return camp.report(len(pool))
+
+
+def _resume_round(camp: Campaign, pool: Pool, truth: np.ndarray, engine: Engine, settings: CampaignSettings,
+                  done: int, record) -> tuple[np.random.Generator | None, int]:
+    """Restore the engine and generator saved before the last round begun (``trial`` trials in, ``n`` crystals);
+    when some of its picks were recorded and not all, propose the round again and record the rest. Returns the
+    generator (None without a usable saved state) and the trials done."""
+    state = camp.engine_state()
+    if state is None:
+        return None, done
+    t, n = int(state["trial"]), int(state["n"])
+    if state.get("engine") != settings.engine or not t <= done <= t + n:
+        log.warning("%s/%s does not fit the log (%s, round at trial %d of %d; %d trials recorded); the engine "
+                    "starts afresh", camp.dir, STATE_FILE, state.get("engine"), t, n, done)
+        return None, done
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["rng"]
+    engine.set_state(state.get("state"))
+    if t == done:
+        return rng, done
+    observed, y = camp.observed(pool)
+    k = len(observed) - done + t  # the rows known when the round was proposed
+    picks = engine.propose(pool, observed[:k], y[:k], n, rng)
+    have = [pool.ids[i] for i in observed[k:]]
+    if [pool.ids[i] for i, _ in picks[:len(have)]] != have:
+        log.warning("%s: proposing the interrupted round again gave other crystals than those recorded (%s); the "
+                    "campaign goes on from the log", camp.dir, few(have))
+        return rng, done
+    for row, why in picks[len(have):][: settings.budget - done]:
+        record(None, row, float(truth[row]), why)
+        done += 1
+    return rng, done
 
 
 def check_lab_target(settings: CampaignSettings, prior: dict[str, float], pool: Pool,
@@ -596,6 +919,21 @@ def start_lab_campaign(store: str | Path, settings: CampaignSettings, prior: dic
     pool, _ = build_pool(store, settings, None, on_pca=on_pca, origin="gapseek campaign")
     draw_prior(pool, list(prior))  # every prior id must be in the store
     check_lab_target(settings, prior, pool)
-    camp = Campaign.create(out, store, settings, mode="lab", overwrite=overwrite)
-    camp.record(pool, list(prior.items()), "prior")
+    camp = Campaign.create(out, store, settings, mode="lab", overwrite=overwrite, prior=(pool, list(prior.items())))
+    return camp, pool
+
+
+def open_campaign(directory: str | Path, on_pca: Callable[[PCAChoice], None] | None = None,
+                  origin: str = "gapseek tell") -> tuple[Campaign, Pool]:
+    """A lab campaign and its pool, checked: ``campaign.json`` and the log readable (a torn last row repaired),
+    the store the one it was started on (:meth:`Campaign.verify_store`), a prior recorded, every logged id in
+    the pool. ``on_pca``: see :func:`build_pool`."""
+    camp = Campaign(directory)
+    if not any(r["source"] == "prior" for r in camp.trials()):
+        raise CampaignError(f"{camp.dir}/trials.csv holds no prior measurement: the campaign's start was "
+                            f"interrupted before its prior was recorded; start it again (gapseek campaign STORE "
+                            f"--target T --prior FILE --out {camp.dir} --overwrite)")
+    camp.verify_store()
+    pool, _ = build_pool(camp.store, camp.settings, None, on_pca=on_pca, origin=origin)
+    camp.observed(pool)  # every id of the log in the pool
     return camp, pool

@@ -12,6 +12,11 @@ Cost: every matrix GPyOpt and GPy handle here is small (about 100-200 observatio
 BLAS/OpenMP thread pools on such matrices are pure overhead — on a loaded machine, catastrophically so (a 100 x 100
 ``dpotri`` took 250 ms with 2 OpenBLAS threads against 0.13 ms with one). The engine therefore runs GPyOpt with
 one thread (``threadpoolctl``); the arithmetic, and so the picks, are the same.
+
+Batches (``n > 1``, ``gapseek suggest --n``, ``search --batch``): one sequential GPyOpt proposal per crystal, each
+with the crystals already picked (and those being measured) left out of the bandit domain — greedy EI over the
+pool. GPyOpt's own batch method, local penalisation, cannot run with GPyOpt 1.2.6 under
+current SciPy (its ``estimate_L`` indexes ``res.fun[0][0]``, a float now: TypeError).
 """
 
 from __future__ import annotations
@@ -36,9 +41,23 @@ class GPyOptEngine(Engine):
                 import GPyOpt
         except ImportError as exc:
             raise ConfigError(f"engine gpyopt needs GPyOpt (pip install GPyOpt 'setuptools<82'): {exc}") from None
+        picks: list[tuple[int, str]] = []
+        pending = np.zeros(0, dtype=np.int64) if pending is None else np.asarray(pending, dtype=np.int64)
+        while len(picks) < n:
+            more = self._ask(GPyOpt, pool, observed, observed_y, 1, rng,
+                             np.concatenate([pending, np.array([p for p, _ in picks], dtype=np.int64)]))
+            if not more:
+                break
+            picks += more
+        return picks
+
+    @staticmethod
+    def _ask(GPyOpt, pool, observed, observed_y, n, rng, pending) -> list[tuple[int, str]]:
+        """Up to ``n`` distinct crystals from one GPyOpt call (fewer when it snaps two to one crystal)."""
         cand = _unexplored(pool, observed, pending)  # crystals being measured leave the bandit domain
         if cand.size == 0:
             return []
+        n = min(n, cand.size)
         Xc = pool.X[cand]
         Y = np.abs(observed_y - pool.target)[:, None]
         # GPyOpt (and GPy's optimiser restarts under it) draw from numpy's global random state: seed it from the
@@ -52,8 +71,7 @@ class GPyOptEngine(Engine):
                 bo = GPyOpt.methods.BayesianOptimization(
                     f=None, domain=[{"name": "crystal", "type": "bandit", "domain": Xc}],
                     X=pool.X[observed], Y=Y, acquisition_type="EI", normalize_Y=True, exact_feval=False,
-                    batch_size=n, evaluator_type="local_penalization" if n > 1 else "sequential",
-                    de_duplication=True)
+                    batch_size=n, evaluator_type="sequential", de_duplication=True)
                 nxt = bo.suggest_next_locations()
         finally:
             np.random.set_state(saved)

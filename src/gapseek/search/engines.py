@@ -46,9 +46,9 @@ class Pool:
 
 def _unexplored(pool: Pool, observed: np.ndarray, pending: np.ndarray | None = None) -> np.ndarray:
     mask = np.ones(len(pool), dtype=bool)
-    mask[observed] = False
+    mask[np.asarray(observed, dtype=np.int64)] = False  # an empty list is float to numpy
     if pending is not None:
-        mask[pending] = False
+        mask[np.asarray(pending, dtype=np.int64)] = False
     return np.nonzero(mask)[0]
 
 
@@ -60,6 +60,10 @@ class Engine:
     proposed again, and the ``gp`` engines condition on them as on the earlier picks of a joint batch (``gpyopt``
     only leaves them out). Returns ``n``
     (or fewer, when the pool runs out) ``(pool row, why)`` pairs.
+
+    ``get_state()`` / ``set_state(state)``: what an engine carries from one proposal to the next (JSON-able; None
+    for the stateless ones), so that a campaign resumed after a crash proposes exactly what an uninterrupted one
+    would (the campaign saves it with its random generator's state before each round).
     """
 
     name = "engine"
@@ -68,6 +72,12 @@ class Engine:
                 rng: np.random.Generator,
                 pending: np.ndarray | None = None) -> list[tuple[int, str]]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def get_state(self) -> dict | None:
+        return None
+
+    def set_state(self, state: dict | None) -> None:
+        pass
 
 
 class RandomEngine(Engine):
@@ -126,6 +136,17 @@ class GPEngine(Engine):
         self.rescore = rescore
         self._params: np.ndarray | None = None
         self._calls = 0
+
+    def get_state(self) -> dict:
+        """The warm start of the next fit (the last hyperparameters) and the call count (``refit_every``); floats
+        survive JSON exactly."""
+        return {"params": None if self._params is None else [float(v) for v in self._params], "calls": self._calls}
+
+    def set_state(self, state: dict | None) -> None:
+        state = state or {}
+        params = state.get("params")
+        self._params = None if params is None else np.asarray(params, dtype=np.float64)
+        self._calls = int(state.get("calls", 0))
 
     def _fit(self, X: np.ndarray, r: np.ndarray):
         import GPy

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from gapseek.search.locks import atomic_write
 
 __all__ = ["engine_summary", "plot_benchmark", "plot_campaign", "write_json"]
 
 
 def write_json(path: str | Path, data: dict) -> None:
     """``data`` as indented JSON at ``path``, atomically: written to a temporary file beside it, fsynced, then
-    renamed over it, so a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    renamed over it, so a crash leaves the old file or the new one, never half of one (and a failed write, such as
+    a full disk, no temporary file)."""
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
 def engine_summary(first_hits: list[int], hits: list[int], budget: int) -> dict:

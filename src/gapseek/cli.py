@@ -65,7 +65,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _featurize_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1; use the cores Slurm gives you)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes, each file read in one (default 1; use the cores Slurm gives you)")
     p.add_argument("--batch-atoms", type=int, default=512, help="atoms per model batch (default 512)")
     p.add_argument("--no-reduce", action="store_true",
                    help="run the model on every atom, not once per class of equivalent atoms (slower; same "

@@ -42,7 +42,8 @@ class FeaturizeSettings:
         read: CIF reading (reader, disorder policy, atom cap).
         graph: graph construction (the pretrained model's conventions by default).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when torch sees one).
-        workers: processes building graphs (and running the model on the CPU); 1 = in this process.
+        workers: supervised worker processes reading, building graphs (and running the model on the CPU);
+            even with 1, the work runs in a child process, so one bad file cannot stop the run.
         batch_atoms: model rows per batch (atoms, or classes of equivalent atoms with ``reduce``); large
             batches of big cells are slower per crystal.
         chunk_size: files per unit of work handed to a worker.

@@ -140,7 +140,7 @@ CASES = {
 def test_one_bad_file_in_a_batch_costs_one_record(tmp_path, good_dir, good_time, model_dir, monkeypatch, case):
     make_bad, no_check, extra, reason, slack = CASES[case]
     if no_check:
-        monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal: None)
+        monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal, radius=8.0: None)
     d, bad = _batch(tmp_path, good_dir, make_bad)
     rc, dt = _featurize([d], tmp_path / "s", model_dir, *extra)
     assert rc == 0
@@ -182,7 +182,7 @@ def test_a_fifo_and_a_name_that_is_not_utf8_in_one_go_and_in_an_indexed_store(tm
 
 def test_a_crash_and_a_hang_in_a_shard_cost_one_record_each_and_the_merge_completes(tmp_path, good_dir, model_dir,
                                                                                      monkeypatch):
-    monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal: None)
+    monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal, radius=8.0: None)
     d = tmp_path / "in"
     d.mkdir()
     for f in sorted(good_dir.iterdir())[:500]:

@@ -139,14 +139,19 @@ def read_input(path: str | Path, max_bytes: int = ReadSettings.max_bytes) -> byt
             raise CrystalError("not-a-file", f"{kind}, not a regular file")
         if st.st_size > max_bytes:
             raise CrystalError("too-large", f"{st.st_size} bytes > the limit of {max_bytes} bytes (--max-file-size)")
-        with os.fdopen(fd, "rb", closefd=True) as fh:
-            fd = -1
-            data = fh.read(max_bytes + 1)  # the file may grow between fstat and read
+        parts = []
+        left = max_bytes + 1  # the file may grow between fstat and read
+        while left > 0:
+            part = os.read(fd, min(left, st.st_size + 1 if not parts else 1 << 20))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
     except OSError as exc:
         raise CrystalError("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from None
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
     if len(data) > max_bytes:
         raise CrystalError("too-large", f"more than the limit of {max_bytes} bytes (--max-file-size)")
     return data

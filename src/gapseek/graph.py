@@ -112,26 +112,47 @@ _COMBOS = np.array([(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (
                    dtype=np.float64)
 
 
-def check_cell(crystal: Crystal) -> None:
+_PAIR_BUDGET = 2.0e7  # below this bound on the neighbour pairs at 8 Å, no local density can make the search costly
+
+
+def _dot(u, v) -> float:
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+
+
+def _cross(u, v) -> tuple[float, float, float]:
+    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+
+
+def check_cell(crystal: Crystal, radius: float = GraphSettings.radius) -> None:
     """Reject, with the failure ``invalid-cell``, a cell whose geometry the neighbour search cannot handle or no
     crystal has: non-finite or over-long cell vectors (vesin's cell list dies of SIGFPE near 1e6 Å), a lattice
     with a translation shorter than 0.5 Å (a degenerate cell such as α = 179.9999°, whose search never ends),
-    or atoms packed denser than 2 per Å^3 somewhere (the search at 8 Å would need tens of GB)."""
+    or atoms packed denser than 2 per Å^3 somewhere (the search at 8 Å would need tens of GB).
+
+    Cheap for real crystals (~10 µs): the lattice is reduced only when its Gram-Schmidt lengths (which bound the
+    shortest translation from below) allow a short one, and atoms are binned only when a bound on the pairs of
+    the search (``n^2`` times the lattice points near a ball of ``radius``) exceeds 2e7.
+    """
     lat = np.asarray(crystal.lattice, dtype=np.float64)
     if lat.shape != (3, 3) or not np.isfinite(lat).all() or not np.isfinite(crystal.frac).all():
         raise CrystalError("invalid-cell", "the cell or the coordinates are not finite numbers")
-    lengths = np.linalg.norm(lat, axis=1)
-    if lengths.max() > MAX_CELL_LENGTH:
-        raise CrystalError("invalid-cell", f"cell vector of {lengths.max():.4g} Å; gapseek handles cells up to "
+    a, b, c = (tuple(map(float, row)) for row in lat)
+    lengths = [_dot(v, v) ** 0.5 for v in (a, b, c)]
+    if max(lengths) > MAX_CELL_LENGTH:
+        raise CrystalError("invalid-cell", f"cell vector of {max(lengths):.4g} Å; gapseek handles cells up to "
                            f"{MAX_CELL_LENGTH:g} Å")
-    volume = abs(float(np.linalg.det(lat)))
-    reduced = _reduced_basis(lat) if volume > 0 else None
-    shortest = float(np.linalg.norm(_COMBOS @ reduced, axis=1).min()) if reduced is not None else 0.0
-    if shortest < MIN_LATTICE_VECTOR:
-        raise CrystalError("invalid-cell", f"degenerate cell: the lattice repeats every {shortest:.3g} Å "
-                           f"(volume {volume:.3g} Å^3); no crystal repeats within {MIN_LATTICE_VECTOR} Å")
+    ab = _cross(a, b)
+    area = _dot(ab, ab) ** 0.5
+    volume = abs(_dot(ab, c))
+    gram_schmidt = min(lengths[0], area / lengths[0] if lengths[0] else 0.0, volume / area if area else 0.0)
+    if gram_schmidt < MIN_LATTICE_VECTOR:  # a short translation is possible: find the shortest one
+        reduced = _reduced_basis(lat) if volume > 0 else None
+        shortest = float(np.linalg.norm(_COMBOS @ reduced, axis=1).min()) if reduced is not None else 0.0
+        if shortest < MIN_LATTICE_VECTOR:
+            raise CrystalError("invalid-cell", f"degenerate cell: the lattice repeats every {shortest:.3g} Å "
+                               f"(volume {volume:.3g} Å^3); no crystal repeats within {MIN_LATTICE_VECTOR} Å")
     n = crystal.n_atoms
-    if n == 0:
+    if n == 0 or n * n * 4.18879 * (radius + sum(lengths)) ** 3 / volume <= _PAIR_BUDGET:
         return
     heights = volume / np.linalg.norm(np.cross(lat[[1, 2, 0]], lat[[2, 0, 1]]), axis=1)
     bins = np.maximum(1, np.floor(heights / _DENSITY_BOX)).astype(np.int64)
@@ -184,7 +205,7 @@ def build_graph(crystal: Crystal, settings: GraphSettings = GraphSettings()) -> 
     when any atom's (M+1)-th neighbour is not safely inside it, so the result is exactly that of a search at
     the full radius. Neighbours at equal distances are ordered by neighbour index.
     """
-    check_cell(crystal)
+    check_cell(crystal, settings.radius)
     n = crystal.n_atoms
     m = settings.max_neighbors
     cutoff = _search_radius(crystal, settings)

@@ -280,19 +280,17 @@ def test_an_input_edited_after_index_is_stale_not_featurized(tmp_path, model_dir
                               "`gapseek index ... --overwrite`")]
 
 
-def test_spawned_graph_workers_of_a_gpu_run_give_the_in_process_results(loaded_model):
-    """A GPU run spawns its children (CUDA does not survive a fork) and runs the model itself; checked here on
-    the CPU with the same worker, pickled into spawned children."""
-    import multiprocessing as mp
-
-    from gapseek.featurize import Featurizer, FeaturizeSettings, GraphWorker, _Graphed, rows_from
+def test_graph_workers_of_a_gpu_run_give_the_in_process_results(loaded_model):
+    """A GPU run starts its children from a fork server (CUDA does not survive a fork) and runs the model
+    itself; checked here on the CPU with the same worker and start method."""
+    from gapseek.featurize import Featurizer, FeaturizeSettings, GraphWorker, _Graphed, graph_worker_context, rows_from
     from gapseek.inputs import InputItem
     from gapseek.supervise import SupervisedPool
 
     settings = FeaturizeSettings()
     feat = Featurizer(loaded_model, settings)
     items = [InputItem(f.stem, str(f)) for f in sorted(EXAMPLES.glob("*.cif"))]
-    pool = SupervisedPool(GraphWorker(settings, feat._known), 2, 60, 0, mp.get_context("spawn"))
+    pool = SupervisedPool(GraphWorker(settings, feat._known), 2, 60, 0, graph_worker_context())
     units = [items[:5], items[5:]]
     graphed = [g for unit in pool.run(units) for g in unit]
     assert all(isinstance(g, _Graphed) for g in graphed)

@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--target", type=float, required=True, metavar="EV", help="target band gap T (eV)")
         q.add_argument("--tolerance", type=float, default=0.01, metavar="EV",
                        help="a crystal is a hit when |gap - T| <= this, in eV")
-        q.add_argument("--engine", default="gp",
-                       help="gp (default), gp-ei, gp-abs, gp-noprior, gpyopt, random, predicted")
+        q.add_argument("--engine", default="shell",
+                       help="shell (default: the CGCNN prediction calibrated on the labels as a filter, an isotropic "
+                            "GP + EI inside), gp, gp-ei, gp-abs, gp-noprior (ARD kernels), gp-iso, gp-abs-iso "
+                            "(isotropic), gpyopt, random, predicted")
         q.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled",
                        help="descriptors the engines see: pooled (64-d), hidden (32-d) or both")
         q.add_argument("--features", choices=["pca", "full"], default="pca",
@@ -237,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=True)
     _hide(p, "--engine", "--seed")  # a benchmark runs --engines over the seeds 0..--seeds-1
-    p.add_argument("--engines", default="random,predicted,gp",
+    p.add_argument("--engines", default="random,predicted,shell",
                    help="comma-separated engines to compare (names as for `gapseek search --engine`)")
     p.add_argument("--seeds", type=int, default=20, metavar="N",
                    help="campaigns per engine, with seeds 0..N-1 (seed s draws the prior, the same for every engine)")

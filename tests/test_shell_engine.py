@@ -143,3 +143,42 @@ def test_the_shell_engine_resumes_exactly(tmp_path, monkeypatch, batch, crash_at
     monkeypatch.setattr(Campaign, "record", real)
     assert main(args + ["--out", str(tmp_path / "cut")]) == 0
     assert [r["id"] for r in Campaign(tmp_path / "cut").trials() if r["source"] == "oracle"] == whole
+
+
+def test_parse_targets():
+    from gapseek.errors import ConfigError
+    from gapseek.search.benchmark import parse_targets
+
+    assert parse_targets("2.0,2.534") == [2.0, 2.534]
+    assert parse_targets("1.0:4.0:0.25") == [1.0 + 0.25 * k for k in range(13)]
+    assert parse_targets("1:2:0.3") == [1.0, 1.3, 1.6, 1.9]
+    for bad in ("1:2", "2:1:0.5", "1:2:0", "a,b", "-1,2"):
+        with pytest.raises(ConfigError, match="--targets"):
+            parse_targets(bad)
+
+
+def test_benchmark_over_targets_reports_per_target_and_aggregate(tmp_path, capsys):
+    store, labels, gap = _synthetic_store(tmp_path)
+    out = tmp_path / "sweep"
+    args = ["benchmark", str(store), "--labels", str(labels), "--tolerance", "0.02", "--budget", "4", "--prior",
+            "20", "--seeds", "2", "--engines", "random,predicted,shell", "--out", str(out), "--no-progress"]
+    assert main(args + ["--targets", "2.3,2.534,9.0"]) == 0
+    text = capsys.readouterr().out
+    assert "over all targets" in text and "budget + 1" in text and "skipped (nothing to find): 9.0" in text
+    import json
+
+    s = json.loads((out / "targets.json").read_text())
+    assert s["targets"] == [2.3, 2.534] and "9.0" in s["skipped"] and s["censored_at"] == 5
+    for t in ("2.3", "2.534"):
+        row = s["per_target"][t]
+        assert set(row["engines"]) == {"random", "predicted", "shell"} and row["seeds"] == 2
+        assert (out / f"T{t}" / "summary.json").is_file()
+    agg = s["aggregate"]["shell"]
+    assert agg["campaigns"] == 4 and 1 <= agg["first_hit_mean"] <= 5
+    lo, hi = agg["acceleration_vs_random_exact_ci95"]
+    assert lo <= agg["acceleration_vs_random_exact"] <= hi
+    # resumed: nothing to run again
+    assert main(args + ["--targets", "2.3,2.534"]) == 0
+    assert capsys.readouterr().out.count("campaign(s) recorded, 0 to run") == 2
+    assert main(args[:-3] + ["--out", str(tmp_path / "x")]) == 1  # neither --target nor --targets
+    assert "--target T or --targets" in capsys.readouterr().err

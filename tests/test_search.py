@@ -311,7 +311,7 @@ def test_bad_labels_and_pools_are_clear_errors(tmp_path):
     pool, _ = build_pool(store, settings, read_labels(labels))
     with pytest.raises(ConfigError, match="not smaller than the pool"):
         draw_prior(pool, 600, np.random.default_rng(0))
-    with pytest.raises(ConfigError, match="unknown engine 'nope'; valid: random, predicted"):
+    with pytest.raises(ConfigError, match="unknown engine 'nope'; valid: shell, random, predicted"):
         make_engine("nope")
 
 

@@ -180,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--target", type=float, required=True, metavar="EV", help="target band gap T (eV)")
         q.add_argument("--tolerance", type=float, default=0.01, metavar="EV",
                        help="a crystal is a hit when |gap - T| <= this, in eV")
-        q.add_argument("--engine", default="gp",
-                       help="gp (default), gp-ei, gp-abs, gp-noprior, gpyopt, random, predicted")
+        q.add_argument("--engine", default="shell",
+                       help="shell (default: the CGCNN prediction calibrated on the labels as a filter, an isotropic "
+                            "GP + EI inside), gp, gp-ei, gp-abs, gp-noprior (ARD kernels), gp-iso, gp-abs-iso "
+                            "(isotropic), gpyopt, random, predicted")
         q.add_argument("--vector", choices=["hidden", "pooled", "both"], default="pooled",
                        help="descriptors the engines see: pooled (64-d), hidden (32-d) or both")
         q.add_argument("--features", choices=["pca", "full"], default="pca",
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=True)
     _hide(p, "--engine", "--seed")  # a benchmark runs --engines over the seeds 0..--seeds-1
-    p.add_argument("--engines", default="random,predicted,gp",
+    p.add_argument("--engines", default="random,predicted,shell",
                    help="comma-separated engines to compare (names as for `gapseek search --engine`)")
     p.add_argument("--seeds", type=int, default=20, metavar="N",
                    help="campaigns per engine, with seeds 0..N-1 (seed s draws the prior, the same for every engine)")
@@ -247,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start DIR anew (by default a rerun resumes it: only the (engine, seed) campaigns missing "
                         "from DIR/runs.csv run, and other settings than DIR's are refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--targets", metavar="LIST|LO:HI:STEP",
+                   help="run every engine over these targets (2.0,2.534 or 1.0:4.0:0.25, both ends included), "
+                        "each in DIR/T<target>/, and report per target and over all of them (DIR/targets.json); "
+                        "replaces --target")
+    for action in p._actions:
+        if "--target" in action.option_strings:
+            action.required = False  # --target or --targets
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("export", help="write a store as CSV (id, formula, prediction, pooled*, hidden*)")
@@ -676,9 +685,17 @@ def _tell_locked(camp, pool, results: dict[str, float], args: argparse.Namespace
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from gapseek.errors import ConfigError
     from gapseek.labels import read_labels
-    from gapseek.search.benchmark import run_benchmark
+    from gapseek.search.benchmark import parse_targets, run_benchmark
 
+    targets = parse_targets(args.targets) if args.targets else None
+    if targets is None and args.target is None:
+        raise ConfigError("benchmark needs --target T or --targets LIST|LO:HI:STEP")
+    if targets is not None and args.target is not None:
+        raise ConfigError("give --target or --targets, not both")
+    if targets is not None:
+        args.target = targets[0]
     settings = _campaign_settings(args)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     from gapseek.search.engines import make_engine
@@ -713,6 +730,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             print(f"seed {seed:>3} {name:<12} first hit {first:>4}  hits {res.hits}  ({res.seconds:.1f} s)",
                   flush=True)
 
+    if targets is not None:
+        return _benchmark_targets(args, settings, targets, engines, prior, progress, plan, lambda: bar)
     try:
         summary = run_benchmark(args.store, read_labels(args.labels), settings, engines, args.seeds, prior,
                                 args.out, drop_missing=args.drop_missing, progress=progress,
@@ -740,6 +759,57 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
               f"{accel(e, 'acceleration_vs_random_exact'):>27}")
     print(f"* a campaign without a hit counts as {st['censored_at']} (budget + 1) trials")
     print(f"-> {args.out}/summary.json, runs.csv, trials.csv, curves.png")
+    return 0
+
+
+def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, get_bar) -> int:
+    from gapseek.labels import read_labels
+    from gapseek.search.benchmark import run_targets
+
+    def on_target(t: float) -> None:
+        bar = get_bar()
+        if bar is not None:
+            bar.close()
+        print(f"gapseek benchmark: target {t:g} eV -> {args.out}/T{t:.4f}".rstrip("0").rstrip(".") + "/",
+              flush=True)
+
+    try:
+        s = run_targets(args.store, read_labels(args.labels), settings, targets, engines, args.seeds, prior,
+                        args.out, on_target=on_target, drop_missing=args.drop_missing, progress=progress,
+                        overwrite=args.overwrite, labels_path=args.labels, on_plan=plan)
+    finally:
+        if get_bar() is not None:
+            get_bar().close()
+
+    def acc(e: dict) -> str:
+        ci = e["acceleration_vs_random_exact_ci95"]
+        return f"{e['acceleration_vs_random_exact']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    print(f"\nper target: mean first hit* (found share), acceleration vs random's exact expectation [95% CI]")
+    names = list(s["aggregate"])
+    print(f"{'T (eV)':>7}{'random exact*':>14}" + "".join(f"{n:>30}" for n in names))
+    for t in s["targets"]:
+        row = s["per_target"][repr(t)]
+        cells = []
+        for n in names:
+            e = row["engines"].get(n)
+            cells.append("-" if e is None else f"{e['first_hit_mean']:.1f} ({e['found_rate']:.2f}) "
+                         f"{e['acceleration_vs_random_exact']:.2f}" + ("!" if e["worse_than_random_and_predicted"]
+                                                                      else ""))
+        print(f"{t:>7g}{row['random_exact_first_hit_mean']:>14.1f}" + "".join(f"{c:>30}" for c in cells))
+    print("\nover all targets (acceleration = sum of random's exact expectations / sum of first hits; CI over "
+          "seeds)")
+    print(f"{'engine':<12}{'campaigns':>10}{'mean*':>8}{'median*':>9}{'found':>7}{'accel. vs exact random':>30}"
+          f"  worse than random and predicted on")
+    for n, e in s["aggregate"].items():
+        worse = ", ".join(f"{t:g}" for t in e["targets_worse_than_random_and_predicted"]) or "none"
+        print(f"{n:<12}{e['campaigns']:>10}{e['first_hit_mean']:>8.1f}{e['first_hit_median']:>9.1f}"
+              f"{e['found_rate']:>7.2f}{acc(e):>30}  {worse}")
+    if s["skipped"]:
+        print(f"skipped (nothing to find): {', '.join(s['skipped'])}")
+    print(f"* a campaign without a hit counts as {s['censored_at']} (budget + 1) trials; ! = worse than both "
+          f"random's exact expectation and predicted on that target")
+    print(f"-> {args.out}/targets.json, and per target {args.out}/T<target>/summary.json")
     return 0
 
 

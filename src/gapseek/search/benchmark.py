@@ -384,3 +384,136 @@ def bootstrap_ratio_ci(numerator: np.ndarray, denominator: np.ndarray,
         idx = idx.integers(n, size=(4000, n))
     ratios = numerator[idx].mean(axis=1) / denominator[idx].mean(axis=1)
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+# ---------------------------------------------------------------------------------------------- many targets
+TARGETS_FILE = "targets.json"
+
+
+def parse_targets(text: str) -> list[float]:
+    """``"2.0,2.534"`` (a list) or ``"1.0:4.0:0.25"`` (``lo:hi:step``, both ends included) -> targets in eV."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = [float(v) for v in text.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            lo, hi, step = parts
+            n = int(np.floor((hi - lo) / step + 1e-9)) + 1
+            targets = [round(lo + k * step, 10) for k in range(n)]
+        else:
+            targets = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--targets takes a list (2.0,2.534) or a range LO:HI:STEP with STEP > 0 "
+                          f"(1.0:4.0:0.25); got {text!r}") from None
+    if not targets or any(not np.isfinite(t) or t < 0 for t in targets):
+        raise ConfigError(f"--targets: band gaps >= 0 eV; got {text!r}")
+    return list(dict.fromkeys(targets))
+
+
+def target_dir(out: str | Path, target: float) -> Path:
+    return Path(out) / f"T{target:.4f}".rstrip("0").rstrip(".")
+
+
+def run_targets(store: str | Path, labels: dict[str, float], settings: CampaignSettings, targets: list[float],
+                engines: list[str], seeds: int, prior: int, out: str | Path, on_target=None, **kw) -> dict:
+    """:func:`run_benchmark` for each target into ``out/T<target>/`` (each resumable on its own), then
+    :func:`summarize_targets`. A target that no labelled crystal of the pool is within the tolerance of is
+    skipped (said so in the summary). ``on_target(target)`` before each."""
+    from dataclasses import replace
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = {}
+    for t in targets:
+        if on_target:
+            on_target(t)
+        try:
+            run_benchmark(store, labels, replace(settings, target=t), engines, seeds, prior, target_dir(out, t),
+                          **kw)
+        except ConfigError as exc:
+            if "nothing to find" not in str(exc):
+                raise
+            skipped[repr(t)] = str(exc)
+            log.warning("target %g skipped: %s", t, exc)
+    return summarize_targets(out, [t for t in targets if repr(t) not in skipped], skipped)
+
+
+def summarize_targets(out: str | Path, targets: list[float], skipped: dict | None = None) -> dict:
+    """Per target and over all targets, per engine: mean and median first hit (a campaign without a hit counts as
+    budget + 1), the share of campaigns with a hit, random's exact expected first hit, the acceleration over it
+    with a 95% bootstrap interval over the seeds (paired across targets and engines: a resampled seed takes all
+    its targets along), and whether the engine did worse than both random (exact) and ``predicted`` on a target.
+    Aggregate acceleration = sum of random's exact expectations / sum of the engine's first hits over every
+    (target, seed) both have. Writes ``out/targets.json``."""
+    out = Path(out)
+    per_target, first, exact = {}, {}, {}
+    budget = None
+    for t in targets:
+        d = target_dir(out, t)
+        st = _read_meta(d)["settings"]
+        budget = int(st["budget"])
+        rows = _read_log(d / "runs.csv", RUN_FIELDS)
+        for r in rows:
+            seed = int(r["seed"])
+            fh = int(r["first_hit"]) if int(r["found"]) else budget + 1
+            first.setdefault(r["engine"], {})[(t, seed)] = fh
+            exact[(t, seed)] = float(r["random_expected"])
+    if not first:
+        raise InputError(f"{out}: no finished campaign under any target")
+    engines = list(first)
+    all_seeds = sorted({s for (_, s) in exact})
+    idx = np.random.default_rng(12345).integers(len(all_seeds), size=(4000, len(all_seeds)))
+
+    def accel(name: str, keys: list[tuple[float, int]]) -> tuple[float, list[float] | None]:
+        keys = [k for k in keys if k in first[name]]
+        ex = np.array([exact[k] for k in keys])
+        fh = np.array([first[name][k] for k in keys], dtype=float)
+        point = float(ex.sum() / fh.sum())
+        if len(all_seeds) < 2:
+            return point, None
+        # per seed sums over the targets, resampled by seed
+        pos = {s: i for i, s in enumerate(all_seeds)}
+        ex_s, fh_s = np.zeros(len(all_seeds)), np.zeros(len(all_seeds))
+        for k, e, f in zip(keys, ex, fh):
+            ex_s[pos[k[1]]] += e
+            fh_s[pos[k[1]]] += f
+        r = ex_s[idx].sum(axis=1) / fh_s[idx].sum(axis=1)
+        return point, [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+
+    summary = {"targets": targets, "skipped": skipped or {}, "budget": budget, "censored_at": (budget or 0) + 1,
+               "censoring": "first hit means and medians count a campaign without a hit as censored_at = budget + "
+                            "1 trials (a lower bound); found = share of campaigns with a hit within the budget",
+               "per_target": per_target, "aggregate": {}}
+    for t in targets:
+        keys = sorted(k for k in exact if k[0] == t)
+        rx = float(np.mean([exact[k] for k in keys]))
+        row = {"random_exact_first_hit_mean": rx, "seeds": len(keys), "engines": {}}
+        for name in engines:
+            ks = [k for k in keys if k in first[name]]
+            if not ks:
+                continue
+            fh = np.array([first[name][k] for k in ks], dtype=float)
+            a, ci = accel(name, ks)
+            row["engines"][name] = {"runs": len(ks), "first_hit_mean": float(fh.mean()),
+                                    "first_hit_median": float(np.median(fh)),
+                                    "found_rate": float(np.mean(fh <= budget)),
+                                    "acceleration_vs_random_exact": a, "acceleration_vs_random_exact_ci95": ci}
+        pred = row["engines"].get("predicted", {}).get("first_hit_mean")
+        for name, e in row["engines"].items():
+            e["worse_than_random_and_predicted"] = bool(e["first_hit_mean"] > rx and pred is not None
+                                                        and e["first_hit_mean"] > pred)
+        per_target[repr(t)] = row
+    for name in engines:
+        keys = sorted(first[name])
+        fh = np.array([first[name][k] for k in keys], dtype=float)
+        a, ci = accel(name, keys)
+        summary["aggregate"][name] = {
+            "campaigns": len(keys), "first_hit_mean": float(fh.mean()), "first_hit_median": float(np.median(fh)),
+            "found_rate": float(np.mean(fh <= budget)),
+            "random_exact_first_hit_mean": float(np.mean([exact[k] for k in keys])),
+            "acceleration_vs_random_exact": a, "acceleration_vs_random_exact_ci95": ci,
+            "targets_worse_than_random_and_predicted": [t for t in targets if per_target[repr(t)]["engines"].get(
+                name, {}).get("worse_than_random_and_predicted")]}
+    write_json(out / TARGETS_FILE, summary)
+    return summary

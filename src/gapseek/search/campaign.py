@@ -71,7 +71,7 @@ class CampaignSettings:
 
     target: float
     tolerance: float = 0.01
-    engine: str = "gp"
+    engine: str = "shell"
     vector: str = "pooled"
     features: str = "pca"
     components: int = 3

@@ -19,7 +19,7 @@ import numpy as np
 from gapseek.errors import ConfigError
 from gapseek.search.acquisition import ACQUISITIONS
 
-__all__ = ["ENGINES", "Engine", "GPEngine", "Pool", "PredictedEngine", "RandomEngine", "make_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "GPEngine", "Pool", "PredictedEngine", "RandomEngine", "make_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,16 @@ class GPEngine(Engine):
     |gap - T|) on a GP of the gap; or ``ei-f``, classic EI on a GP of ``|gap - T|`` itself (the write-up's
     objective). ``prior_mean``: ``none`` or ``cgcnn`` (the GP models gap - CGCNN prediction; gap models only).
     ``kernel``: ``rbf``
-    or ``matern52``. Fitting costs grow with the observations only; hyperparameters are re-fitted every
+    or ``matern52``; ``ard``: one lengthscale per input (ARD, the default of the ``gp*`` engines) or one shared
+    (isotropic: the ``*-iso`` engines; fitted on ~100 labels, ARD often switches PCA dimensions off). Fitting costs grow with the observations only; hyperparameters are re-fitted every
     ``refit_every`` calls, warm-started.
     """
 
     name = "gp"
 
     def __init__(self, acquisition: str = "pin", prior_mean: str = "cgcnn", kernel: str = "matern52",
-                 refit_every: int = 1, block: int = 16384, max_iters: int = 200, rescore: int = 4096) -> None:
+                 refit_every: int = 1, block: int = 16384, max_iters: int = 200, rescore: int = 4096,
+                 ard: bool = True) -> None:
         if acquisition not in ACQUISITIONS:
             raise ConfigError(f"acquisition must be one of {', '.join(ACQUISITIONS)}; got {acquisition!r}")
         if prior_mean not in ("none", "cgcnn"):
@@ -134,6 +136,7 @@ class GPEngine(Engine):
         self.block = block
         self.max_iters = max_iters
         self.rescore = rescore
+        self.ard = ard
         self._params: np.ndarray | None = None
         self._calls = 0
 
@@ -152,7 +155,8 @@ class GPEngine(Engine):
         import GPy
 
         d = X.shape[1]
-        kern = (GPy.kern.Matern52(d, ARD=True) if self.kernel == "matern52" else GPy.kern.RBF(d, ARD=True))
+        kern = (GPy.kern.Matern52(d, ARD=self.ard) if self.kernel == "matern52"
+                else GPy.kern.RBF(d, ARD=self.ard))
         model = GPy.models.GPRegression(X, r[:, None], kern, normalizer=_frozen_standardize())
         model.Gaussian_noise.variance.constrain_bounded(1e-6, 10.0, warning=False)
         kern.lengthscale.constrain_bounded(1e-2, 1e3, warning=False)
@@ -325,14 +329,33 @@ def _gpyopt_engine(**kw):
     return GPyOptEngine(**kw)
 
 
+def _shell_engine(**kw):
+    from gapseek.search.engine_shell import ShellEngine
+
+    return ShellEngine(**kw)
+
+
 ENGINES = {
+    "shell": _shell_engine,
     "random": RandomEngine,
     "predicted": PredictedEngine,
     "gp": GPEngine,
     "gp-ei": lambda: GPEngine(acquisition="ei"),
     "gp-noprior": lambda: GPEngine(prior_mean="none"),
     "gp-abs": lambda: GPEngine(acquisition="ei-f", prior_mean="none"),
+    "gp-iso": lambda: GPEngine(ard=False),
+    "gp-abs-iso": lambda: GPEngine(acquisition="ei-f", prior_mean="none", ard=False),
     "gpyopt": _gpyopt_engine,
+}
+DEFAULT_ENGINE = "shell"
+# what `--engine` help texts say of each
+ENGINE_NOTES = {
+    "shell": "the default: CGCNN calibrated on the labels as a filter, isotropic GP + EI inside",
+    "random": "uniform draws", "predicted": "rank by |CGCNN - T|",
+    "gp": "GPy, ARD Matern-5/2, CGCNN prior mean, P(in window)", "gp-ei": "as gp, EI on |gap - T| (ARD)",
+    "gp-noprior": "as gp, zero prior mean (ARD)", "gp-abs": "GP of |gap - T|, classic EI (ARD)",
+    "gp-iso": "as gp, isotropic kernel", "gp-abs-iso": "as gp-abs, isotropic kernel",
+    "gpyopt": "GPyOpt, the write-up's method",
 }
 
 

@@ -1,0 +1,184 @@
+"""The default engine, ``shell``: calibration of the CGCNN prediction on the campaign's labels, the shell that
+follows it, the fallback when the prediction is noise, batches and pending crystals, exact resumption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gapseek.cli import main
+from gapseek.search.campaign import Campaign, CampaignSettings
+from gapseek.search.engine_shell import IsoGP, ShellEngine, calibrate
+from gapseek.search.engines import DEFAULT_ENGINE, Pool, make_engine
+
+from test_search import _synthetic_store
+
+T = 2.534
+
+
+def _pool(n=4000, shift=0.0, scale=1.0, noise=0.3, seed=0, useless=False):
+    """A pool whose gap is a smooth function of 3 inputs; the prediction is ``scale * gap + shift`` plus noise
+    (or pure noise), and a fifth of the crystals are metals (gap 0)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    gap = np.clip(2.5 + 1.0 * np.tanh(X[:, 0]) + 0.5 * np.sin(2 * X[:, 1]), 0.0, None)
+    gap[rng.random(n) < 0.2] = 0.0
+    pred = scale * gap + shift + rng.normal(0, noise, n)
+    if useless:
+        pred = rng.uniform(0, 5, n)
+    pool = Pool([f"c{k}" for k in range(n)], ["X"] * n, X, pred, T, 0.01)
+    return pool, gap
+
+
+def test_calibration_recovers_a_known_bias_and_scale():
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.5, 5.0, 150)
+    g = 0.3 + 1.2 * p + rng.normal(0, 0.1, 150)
+    g[:30] = 0.0  # metals: left out of the fit, they say nothing about gaps near T
+    cal = calibrate(p, g, T)
+    assert cal.a == pytest.approx(0.3, abs=0.08) and cal.b == pytest.approx(1.2, abs=0.05)
+    assert cal.spread == pytest.approx(0.1, abs=0.04) and cal.useful and cal.n_used == 120
+    # too few labels: the identity
+    few = calibrate(p[30:35], g[30:35], T)
+    assert (few.a, few.b) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("shift", [0.4, -0.4])
+def test_the_shell_follows_a_biased_prediction(shift):
+    pool, gap = _pool(shift=shift, noise=0.2)
+    observed = np.random.default_rng(2).choice(len(pool), 150, replace=False)
+    engine = ShellEngine(min_candidates=50)
+    cand, cal, w = engine.candidates(pool, observed, gap[observed])
+    # the prediction that the calibration maps to T is the biased one, T + shift
+    assert w is not None and (T - cal.a) / cal.b == pytest.approx(T + shift, abs=0.12)
+    # the shell holds crystals whose true gaps lie around T, not around T - shift
+    assert abs(np.median(gap[cand]) - T) < 0.15
+    raw = np.setdiff1d(np.nonzero(np.abs(pool.prediction - T) <= w)[0], observed)
+    assert abs(np.median(gap[raw]) - T) > 0.25
+    # and its hit rate beats the uncalibrated shell's
+    window = 0.1
+    assert np.mean(np.abs(gap[cand] - T) <= window) > 1.5 * np.mean(np.abs(gap[raw] - T) <= window)
+
+
+def test_a_noise_prediction_falls_back_to_the_whole_pool():
+    pool, gap = _pool(useless=True)
+    observed = np.random.default_rng(3).choice(len(pool), 120, replace=False)
+    engine = ShellEngine()
+    cand, cal, w = engine.candidates(pool, observed, gap[observed])
+    assert not cal.useful and w is None and cand.size == len(pool) - 120
+    picks = engine.propose(pool, observed, gap[observed], 2, np.random.default_rng(0))
+    assert len(picks) == 2 and "whole pool" in picks[0][1]
+
+
+def test_the_shell_widens_when_it_runs_out():
+    pool, gap = _pool(noise=0.05)
+    observed = np.random.default_rng(4).choice(len(pool), 100, replace=False)
+    engine = ShellEngine(min_candidates=500)
+    cand, _, w = engine.candidates(pool, observed, gap[observed])
+    assert cand.size == 500 and w > ShellEngine().shell_min
+    # fewer unexplored crystals than min_candidates: all of them
+    tiny, tgap = _pool(n=300, noise=0.05)
+    obs = np.arange(0, 300, 3)
+    cand, _, w = ShellEngine(min_candidates=500).candidates(tiny, obs, tgap[obs])
+    assert w is None and cand.size == 200
+
+
+def test_batches_are_distinct_exclude_pending_and_are_deterministic():
+    pool, gap = _pool(noise=0.2)
+    observed = np.random.default_rng(5).choice(len(pool), 100, replace=False)
+    y = gap[observed]
+    batch = [i for i, _ in ShellEngine().propose(pool, observed, y, 5, np.random.default_rng(0))]
+    assert len(set(batch)) == 5 and not set(batch) & set(observed.tolist())
+    again = [i for i, _ in ShellEngine().propose(pool, observed, y, 5, np.random.default_rng(99))]
+    assert again == batch  # deterministic: the generator is not even needed
+    later = [i for i, _ in ShellEngine().propose(pool, observed, y, 3, np.random.default_rng(0),
+                                                 pending=np.array(batch[:2]))]
+    assert not set(later) & set(batch[:2]) and len(set(later)) == 3
+    # the believed pending crystals steer the next picks like the earlier picks of a joint batch
+    assert later[0] == batch[2]
+
+
+def test_the_iso_gp_fits_a_smooth_function_and_believes_without_rescaling():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(120, 3))
+    y = np.sin(X[:, 0]) + 0.05 * rng.normal(size=120)
+    gp = IsoGP(X, y)
+    Xs = rng.normal(size=(200, 3))
+    mu, sd = gp.predict(Xs)
+    assert np.corrcoef(mu, np.sin(Xs[:, 0]))[0, 1] > 0.9 and np.all(sd > 0)
+    s2 = gp.s2
+    gp.believe(Xs[:1], mu[:1])
+    mu2, sd2 = gp.predict(Xs[:1])
+    assert mu2[0] == pytest.approx(mu[0], abs=1e-6) and sd2[0] < sd[0] and gp.s2 == s2
+
+
+def test_shell_is_the_default_everywhere():
+    assert DEFAULT_ENGINE == "shell" and CampaignSettings(target=T).engine == "shell"
+    assert make_engine("shell").name == "shell"
+    for name in ("gp-iso", "gp-abs-iso", "gp", "gp-abs"):  # the others stay for comparison, ARD ones included
+        make_engine(name)
+
+
+@pytest.mark.parametrize("batch,crash_at", [(1, 3), (2, 4)])
+def test_the_shell_engine_resumes_exactly(tmp_path, monkeypatch, batch, crash_at):
+    store, labels, _ = _synthetic_store(tmp_path)
+    args = ["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--tolerance",
+            "0.02", "--budget", "5", "--batch", str(batch), "--seed", "3"]  # no --engine: the default, shell
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
+    camp = Campaign(tmp_path / "whole")
+    assert camp.settings.engine == "shell"
+    whole = [r["id"] for r in camp.trials() if r["source"] == "oracle"]
+    real = Campaign.record
+    seen = {"oracle": 0}
+
+    def crash(self, pool, measured, source):
+        if source == "oracle":
+            seen["oracle"] += 1
+            if seen["oracle"] == crash_at:
+                raise KeyboardInterrupt
+        return real(self, pool, measured, source)
+
+    monkeypatch.setattr(Campaign, "record", crash)
+    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.setattr(Campaign, "record", real)
+    assert main(args + ["--out", str(tmp_path / "cut")]) == 0
+    assert [r["id"] for r in Campaign(tmp_path / "cut").trials() if r["source"] == "oracle"] == whole
+
+
+def test_parse_targets():
+    from gapseek.errors import ConfigError
+    from gapseek.search.benchmark import parse_targets
+
+    assert parse_targets("2.0,2.534") == [2.0, 2.534]
+    assert parse_targets("1.0:4.0:0.25") == [1.0 + 0.25 * k for k in range(13)]
+    assert parse_targets("1:2:0.3") == [1.0, 1.3, 1.6, 1.9]
+    for bad in ("1:2", "2:1:0.5", "1:2:0", "a,b", "-1,2"):
+        with pytest.raises(ConfigError, match="--targets"):
+            parse_targets(bad)
+
+
+def test_benchmark_over_targets_reports_per_target_and_aggregate(tmp_path, capsys):
+    store, labels, gap = _synthetic_store(tmp_path)
+    out = tmp_path / "sweep"
+    args = ["benchmark", str(store), "--labels", str(labels), "--tolerance", "0.02", "--budget", "4", "--prior",
+            "20", "--seeds", "2", "--engines", "random,predicted,shell", "--out", str(out), "--no-progress"]
+    assert main(args + ["--targets", "2.3,2.534,9.0"]) == 0
+    text = capsys.readouterr().out
+    assert "over all targets" in text and "budget + 1" in text and "skipped (nothing to find): 9.0" in text
+    import json
+
+    s = json.loads((out / "targets.json").read_text())
+    assert s["targets"] == [2.3, 2.534] and "9.0" in s["skipped"] and s["censored_at"] == 5
+    for t in ("2.3", "2.534"):
+        row = s["per_target"][t]
+        assert set(row["engines"]) == {"random", "predicted", "shell"} and row["seeds"] == 2
+        assert (out / f"T{t}" / "summary.json").is_file()
+    agg = s["aggregate"]["shell"]
+    assert agg["campaigns"] == 4 and 1 <= agg["first_hit_mean"] <= 5
+    lo, hi = agg["acceleration_vs_random_exact_ci95"]
+    assert lo <= agg["acceleration_vs_random_exact"] <= hi
+    # resumed: nothing to run again
+    assert main(args + ["--targets", "2.3,2.534"]) == 0
+    assert capsys.readouterr().out.count("campaign(s) recorded, 0 to run") == 2
+    assert main(args[:-3] + ["--out", str(tmp_path / "x")]) == 1  # neither --target nor --targets
+    assert "--target T or --targets" in capsys.readouterr().err

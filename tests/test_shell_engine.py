@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_search import _synthetic_store
 
 from gapseek.cli import main
 from gapseek.search.campaign import Campaign, CampaignSettings
 from gapseek.search.engine_shell import IsoGP, ShellEngine, calibrate
 from gapseek.search.engines import DEFAULT_ENGINE, Pool, make_engine
-
-from test_search import _synthetic_store
 
 T = 2.534
 

@@ -785,7 +785,7 @@ def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, 
         ci = e["acceleration_vs_random_exact_ci95"]
         return f"{e['acceleration_vs_random_exact']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    print(f"\nper target: mean first hit* (found share), acceleration vs random's exact expectation [95% CI]")
+    print("\nper target: mean first hit* (found share), acceleration vs random's exact expectation [95% CI]")
     names = list(s["aggregate"])
     print(f"{'T (eV)':>7}{'random exact*':>14}" + "".join(f"{n:>30}" for n in names))
     for t in s["targets"]:

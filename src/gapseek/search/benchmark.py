@@ -500,7 +500,7 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
                                     "found_rate": float(np.mean(fh <= budget)),
                                     "acceleration_vs_random_exact": a, "acceleration_vs_random_exact_ci95": ci}
         pred = row["engines"].get("predicted", {}).get("first_hit_mean")
-        for name, e in row["engines"].items():
+        for _name, e in row["engines"].items():
             e["worse_than_random_and_predicted"] = bool(e["first_hit_mean"] > rx and pred is not None
                                                         and e["first_hit_mean"] > pred)
         per_target[repr(t)] = row

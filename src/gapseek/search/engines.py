@@ -114,8 +114,9 @@ class GPEngine(Engine):
     objective). ``prior_mean``: ``none`` or ``cgcnn`` (the GP models gap - CGCNN prediction; gap models only).
     ``kernel``: ``rbf``
     or ``matern52``; ``ard``: one lengthscale per input (ARD, the default of the ``gp*`` engines) or one shared
-    (isotropic: the ``*-iso`` engines; fitted on ~100 labels, ARD often switches PCA dimensions off). Fitting costs grow with the observations only; hyperparameters are re-fitted every
-    ``refit_every`` calls, warm-started.
+    (isotropic: the ``*-iso`` engines; fitted on ~100 labels, ARD often switches PCA dimensions off). Fitting
+    costs grow with the observations only; hyperparameters are re-fitted every ``refit_every`` calls,
+    warm-started.
     """
 
     name = "gp"

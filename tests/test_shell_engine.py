@@ -181,3 +181,29 @@ def test_benchmark_over_targets_reports_per_target_and_aggregate(tmp_path, capsy
     assert capsys.readouterr().out.count("campaign(s) recorded, 0 to run") == 2
     assert main(args[:-3] + ["--out", str(tmp_path / "x")]) == 1  # neither --target nor --targets
     assert "--target T or --targets" in capsys.readouterr().err
+
+
+def test_a_lab_driven_by_suggest_and_tell_gets_the_picks_the_benchmark_simulates(tmp_path, capsys):
+    """The default engine keeps no state between proposals, so a lab campaign told the true gaps one by one picks
+    exactly the crystals a simulated search with the same prior picks: the benchmark measures what a lab gets."""
+    store, labels, gap = _synthetic_store(tmp_path)
+    assert main(["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--tolerance",
+                 "0.02", "--budget", "6", "--seed", "5", "--out", str(tmp_path / "sim")]) == 0
+    trials = Campaign(tmp_path / "sim").trials()
+    prior = [r["id"] for r in trials if r["source"] == "prior"]
+    simulated = [r["id"] for r in trials if r["source"] == "oracle"]
+    assert len(prior) == 20 and len(simulated) == 6
+    prior_file = tmp_path / "prior.csv"
+    prior_file.write_text("".join(f"{cid},{float(gap[int(cid[1:])])!r}\n" for cid in prior))
+    lab = tmp_path / "lab"
+    assert main(["campaign", str(store), "--target", str(T), "--tolerance", "0.02", "--prior", str(prior_file),
+                 "--out", str(lab)]) == 0
+    told = []
+    for k in range(6):
+        capsys.readouterr()
+        assert main(["suggest", str(lab), "--n", "1"]) == 0
+        cid = capsys.readouterr().out.strip().splitlines()[-1].split()[0]
+        told.append(cid)
+        (tmp_path / f"r{k}.csv").write_text(f"{cid},{float(gap[int(cid[1:])])!r}\n")
+        assert main(["tell", str(lab), str(tmp_path / f"r{k}.csv")]) == 0
+    assert told == simulated

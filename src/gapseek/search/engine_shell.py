@@ -215,7 +215,7 @@ class ShellEngine(Engine):
 
     def __init__(self, shell_k: float = 0.25, shell_min: float = 0.05, shell_max: float = 0.5,
                  min_candidates: int = 300, bandwidth: float = 0.5, min_t: float = 2.0,
-                 model: str = "abs", fallback_model: str = "abs") -> None:
+                 model: str = "abs", fallback_model: str = "abs", closeness: float = 0.0) -> None:
         for m in (model, fallback_model):
             if m not in ("abs", "gap"):
                 raise ConfigError(f"shell engine models: abs or gap; got {m!r}")
@@ -227,6 +227,7 @@ class ShellEngine(Engine):
         self.min_candidates = min_candidates
         self.bandwidth = bandwidth
         self.min_t = min_t
+        self.closeness = closeness
         self.last: dict | None = None  # what the last proposal decided (for reports and tests)
 
     def propose(self, pool, observed, observed_y, n, rng, pending=None):
@@ -287,6 +288,9 @@ class ShellEngine(Engine):
                 ei = expected_improvement(mu, sd, best)
             else:
                 ei = expected_improvement_abs(mu + base[cand], np.maximum(sd, 1e-12), T, best)
+            if self.closeness and w is not None:  # prefer, at equal EI, crystals calibrated nearer T
+                z = (cal(pool.prediction[cand]) - T) / max(w, 1e-6)
+                ei = ei * np.exp(-0.5 * self.closeness * z * z)
             k = int(np.argmax(ei))
             i = int(cand[k])
             gcal = float(cal(pool.prediction[i]))

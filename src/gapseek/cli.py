@@ -203,9 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--budget", type=int, default=30, help="trials (default 30)")
             q.add_argument("--batch", type=int, default=1, help="crystals proposed per round (default 1)")
 
+    def filter_args(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("candidate filters", "crystals they leave out are never proposed (the prior may "
+                                 "hold them); elements come from the store's formulas")
+        g.add_argument("--require-elements", metavar="EL,EL", help="only crystals holding every one of these "
+                       "elements (e.g. Fe,O)")
+        g.add_argument("--exclude-elements", metavar="EL,EL", help="no crystal holding any of these (e.g. Pb,Cd,Hg)")
+        g.add_argument("--max-elements", type=int, metavar="N", help="at most N distinct elements")
+        g.add_argument("--max-atoms", type=int, metavar="N", help="at most N atoms in the cell (the store's n_atoms)")
+        g.add_argument("--exclude", metavar="FILE", help="ids or reduced formulas never to propose, one a line "
+                       "(# comments); its entries are kept in campaign.json")
+
     p = sub.add_parser("search", help="a simulated campaign end to end (labels act as the oracle)")
     p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=True)
+    filter_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="campaign directory (resumed if it exists)")
     p.add_argument("--overwrite", action="store_true", help="start the campaign in DIR anew")
     p.set_defaults(func=cmd_search)
@@ -214,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--out DIR, then suggest/tell")
     p.add_argument("store", metavar="STORE", help="feature store directory (or its features.h5)")
     campaign_args(p, simulated=False)
+    filter_args(p)
     p.add_argument("--prior", required=True, metavar="FILE", help="id,band_gap of the crystals measured so far")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="campaign directory to create (campaign.json, trials.csv, suggestions.csv)")
@@ -228,12 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "as being measured: never proposed again, and the gp engines condition on them)")
     p.set_defaults(func=cmd_suggest)
 
-    p = sub.add_parser("tell", help="record measured band gaps (id,band_gap CSV) in a campaign")
+    p = sub.add_parser("tell", help="record measured band gaps (id,band_gap CSV), or crystals that could not be "
+                       "made or measured (--failed), in a campaign")
     p.add_argument("campaign", metavar="DIR", help="campaign directory (made by `gapseek campaign`)")
     p.add_argument("results", metavar="FILE", nargs="?", help="id,band_gap CSV of measurements")
     p.add_argument("--release", nargs="+", metavar="ID", default=[],
                    help="pending suggestions that will not be measured (they may be proposed again); put FILE "
                         "before --release")
+    p.add_argument("--failed", nargs="+", metavar="ID", default=[],
+                   help="crystals that could not be made or measured: recorded in DIR/failed.csv (not as trials) and "
+                        "never proposed again; put FILE before --failed")
+    p.add_argument("--reason", metavar="TEXT", help="why the --failed crystals failed (e.g. \"could not be "
+                   "synthesised\"), kept in failed.csv")
     p.set_defaults(func=cmd_tell)
 
     p = sub.add_parser("benchmark", help="repeat simulated campaigns over seeds and engines; summary + plot")
@@ -534,12 +553,20 @@ def _campaign_settings(args: argparse.Namespace):
     from gapseek.search.engines import make_engine
 
     make_engine(args.engine)  # an unknown engine fails here, listing the valid ones
+    exclude = getattr(args, "exclude", None)
+    if exclude is not None:
+        from gapseek.search.filters import read_exclude_file
+
+        exclude = read_exclude_file(exclude)
     return CampaignSettings(
         target=args.target, tolerance=args.tolerance, engine=args.engine, vector=args.vector,
         features=args.features, components=args.components, budget=getattr(args, "budget", None),
         batch=getattr(args, "batch", 1), seed=args.seed,
         label_range=tuple(args.label_range) if args.label_range else None,
         prediction_input=args.prediction_input,
+        require_elements=getattr(args, "require_elements", None),
+        exclude_elements=getattr(args, "exclude_elements", None), max_elements=getattr(args, "max_elements", None),
+        max_atoms=getattr(args, "max_atoms", None), exclude=exclude,
     )
 
 
@@ -594,8 +621,11 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                                     overwrite=args.overwrite,
                                     on_pca=lambda c: print(f"gapseek campaign: {c.note}", file=sys.stderr))
     prior = [r for r in camp.trials() if r["source"] == "prior"]
-    print(f"gapseek campaign: {args.out} with {len(prior)} prior measurement(s), {len(pool) - len(prior)} "
-          f"candidates; next: gapseek suggest {args.out} --n 4")
+    left = pool.proposable()
+    left[[pool.index[r["id"]] for r in prior]] = False
+    filtered = f" ({pool.filtered_out} left out by the candidate filters)" if pool.filtered_out else ""
+    print(f"gapseek campaign: {args.out} with {len(prior)} prior measurement(s), {int(left.sum())} "
+          f"candidates{filtered}; next: gapseek suggest {args.out} --n 4")
     return 0
 
 
@@ -619,6 +649,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     camp, pool = _open_campaign(args.campaign, "suggest")
     with camp.lock():  # another suggest or tell on this campaign: wait for it, then propose knowing what it wrote
         observed, y = camp.observed(pool)
+        camp.exclude_failed(pool)  # told failed since the pool was built: never proposed either
         pending = None if args.ignore_pending else camp.pending(pool)
         if pending is not None and pending.size:
             print(f"{pending.size} earlier suggestion(s) not yet told are taken as being measured: "
@@ -641,8 +672,10 @@ def cmd_tell(args: argparse.Namespace) -> int:
     from gapseek.errors import ConfigError
     from gapseek.labels import read_labels
 
-    if not args.results and not args.release:
-        raise ConfigError("tell needs a results FILE (id,band_gap) and/or --release ID...")
+    if args.reason is not None and not args.failed:
+        raise ConfigError("--reason goes with --failed ID...")
+    if not args.results and not args.release and not args.failed:
+        raise ConfigError("tell needs a results FILE (id,band_gap), --release ID... and/or --failed ID...")
     camp, pool = _open_campaign(args.campaign)
     results = read_labels(args.results) if args.results else {}  # a bad line refuses the whole file
     with camp.lock():  # another tell or suggest on this campaign: wait for it, then check against what it wrote
@@ -657,31 +690,44 @@ def _tell_locked(camp, pool, results: dict[str, float], args: argparse.Namespace
     unknown = [c for c in results if c not in pool.index]
     told = {r["id"] for r in camp.trials()}
     again = [c for c in results if c in told]
-    if unknown or again:
+    failed_before = camp.failed_ids()
+    failed = [c for c in results if c in failed_before or c in args.failed]
+    if unknown or again or failed:
         parts = []
         if unknown:
             parts.append(f"{len(unknown)} id(s) not in the campaign's store: {few(unknown)}")
         if again:
             parts.append(f"{len(again)} id(s) already recorded: {few(again)}")
+        if failed:
+            parts.append(f"{len(failed)} id(s) recorded as failed (failed.csv, or --failed now): {few(failed)}")
         raise InputError(f"{args.results}: " + "; ".join(parts) + " (nothing was recorded or released)")
+    if args.failed:  # checked before anything is written, like the results (fail() checks again and writes)
+        camp.check_failed(pool, args.failed)
     if args.release:  # checked before anything is written, like the results
         camp.release(pool, args.release)
         print(f"gapseek tell: released {len(args.release)} suggestion(s): {few(args.release)}")
-    if not results:
+    if args.failed:
+        rows = camp.fail(pool, args.failed, args.reason or "")
+        print(f"gapseek tell: recorded {len(rows)} crystal(s) as failed ({rows[0]['reason']}), never to be proposed "
+              f"again: {few(args.failed)} -> {camp.dir}/failed.csv")
+    if results:
+        rows, unsuggested = camp.tell(pool, list(results.items()))
+        hits = [r["id"] for r in rows if r["hit"]]
+        print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
+        if unsuggested:
+            print(f"  {len(unsuggested)} of them never suggested by this campaign: {few(unsuggested)} (recorded as "
+                  f"lab-unsuggested in trials.csv: fine if the lab chose them; check the ids otherwise)")
+    elif not args.failed:
         return
-    rows, unsuggested = camp.tell(pool, list(results.items()))
-    hits = [r["id"] for r in rows if r["hit"]]
-    print(f"gapseek tell: recorded {len(rows)} measurement(s)" + (f"; HITS: {', '.join(hits)}" if hits else ""))
-    if unsuggested:
-        print(f"  {len(unsuggested)} of them never suggested by this campaign: {few(unsuggested)} (recorded as "
-              f"lab-unsuggested in trials.csv: fine if the lab chose them; check the ids otherwise)")
     try:
         summary = camp.report(len(pool))
     except (OSError, ValueError, GapseekError) as exc:  # the measurements are safe in trials.csv already
         log.warning("the campaign summary/plot could not be written (%s); the measurements ARE recorded", exc)
         return
-    print(f"  campaign: {summary['trials']} measured, {summary['hits']} hit(s), best |gap - T| "
-          f"{summary['best_abs_error']:.3g} eV -> {camp.dir}/summary.json, campaign.png")
+    best = "none yet" if summary["best_abs_error"] is None else f"{summary['best_abs_error']:.3g} eV"
+    failed = f", {summary['failed']} failed (not trials)" if summary.get("failed") else ""
+    print(f"  campaign: {summary['trials']} measured, {summary['hits']} hit(s){failed}, best |gap - T| {best} -> "
+          f"{camp.dir}/summary.json" + (", campaign.png" if summary["trials"] else ""))
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 A campaign directory holds ``campaign.json`` (format version, store and its content digest, target, tolerance,
 engine, inputs) and ``trials.csv``, the log of every measurement (prior rows first, trial 0), each write of it whole
 or not at all (temporary file, fsync, rename), so a crash or a full disk loses nothing and a rerun resumes;
-``suggestions.csv`` logs every proposal made to a lab; ``engine_state.json`` (simulated campaigns) the engine's and
-the random generator's state before the last round, so a resumed campaign picks what an uninterrupted one would.
+``suggestions.csv`` logs every proposal made to a lab; ``failed.csv`` the crystals a lab could not make or
+measure (``tell --failed``: kept apart from the trials, never proposed again); ``engine_state.json`` (simulated
+campaigns) the engine's and the random generator's state before the last round, so a resumed campaign picks what
+an uninterrupted one would.
 Writers serialise on ``.campaign.lock`` (see :class:`Campaign`).
 
 ``trials.csv``'s ``source``: ``prior``, ``oracle`` (a simulated trial), ``lab`` (a measurement of a crystal this
@@ -39,6 +41,7 @@ from gapseek import __version__
 from gapseek.errors import CampaignError, ConfigError, GapseekWarning, InputError, few
 from gapseek.pca import PCAResult, fit_pca, load_pca, open_h5, project, read_vectors, save_pca, saved_vectors
 from gapseek.search.engines import Engine, Pool, make_engine
+from gapseek.search.filters import allowed_rows, check_elements, filter_active
 from gapseek.search.locks import atomic_write, file_lock
 from gapseek.search.report import write_json
 from gapseek.store import decode_strings, features_path
@@ -51,6 +54,8 @@ log = logging.getLogger(__name__)
 
 CAMPAIGN_FORMAT = 1
 SUGGESTION_FIELDS = ["time", "id", "formula", "why", "event"]
+FAILED_FIELDS = ["id", "formula", "reason", "time"]
+FAILED_FILE = "failed.csv"
 TRIAL_FIELDS = ["trial", "id", "formula", "band_gap", "abs_error", "hit", "engine", "source"]
 LAB_TARGET_MARGIN = 1.0  # eV: a lab target farther than this outside the prior's measured gaps is warned about
 LOCK_FILE = ".campaign.lock"
@@ -67,6 +72,11 @@ class CampaignSettings:
     the write-up's setting is 2.3-2.8 eV). ``prediction_input``: the CGCNN prediction as one more input
     column (engines may also use it as the prior mean: engine ``gp``). ``budget``: trials of a simulated
     campaign; None for a lab campaign (it measures until the lab stops).
+
+    Candidate filters (:mod:`gapseek.search.filters`; crystals they leave out are never proposed, the prior may
+    hold them): ``require_elements`` (every one present), ``exclude_elements`` (none present), ``max_elements``
+    (distinct elements), ``max_atoms`` (the store's ``n_atoms``), ``exclude`` (ids or reduced formulas). A
+    ``campaign.json`` written before they existed has none: no filter.
     """
 
     target: float
@@ -80,8 +90,35 @@ class CampaignSettings:
     seed: int = 0
     label_range: tuple[float, float] | None = None
     prediction_input: bool = False
+    require_elements: tuple[str, ...] = ()
+    exclude_elements: tuple[str, ...] = ()
+    max_elements: int | None = None
+    max_atoms: int | None = None
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        def as_tuple(value) -> tuple[str, ...]:
+            if value is None:
+                return ()
+            if isinstance(value, str):  # "Fe,O"
+                value = value.split(",")
+            return tuple(str(v).strip() for v in value if str(v).strip())
+
+        for name in ("require_elements", "exclude_elements"):  # frozen: set once here, as read from JSON or given
+            object.__setattr__(self, name, check_elements(as_tuple(getattr(self, name)), "--" + name.replace("_", "-")))
+        object.__setattr__(self, "exclude", as_tuple(self.exclude))
+        both = sorted(set(self.require_elements) & set(self.exclude_elements))
+        if both:
+            raise ConfigError(f"{', '.join(both)} both required (--require-elements) and excluded "
+                              "(--exclude-elements): no crystal can pass")
+        for name in ("max_elements", "max_atoms"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1 (or not given: no "
+                                  f"limit); got {value!r}")
+        if self.max_elements is not None and len(self.require_elements) > self.max_elements:
+            raise ConfigError(f"--require-elements names {len(self.require_elements)} elements, more than "
+                              f"--max-elements {self.max_elements}: no crystal can pass")
         if not (np.isfinite(self.target) and self.target >= 0):
             raise ConfigError(f"the target is a band gap, >= 0 eV; got --target {self.target:g}")
         if not (np.isfinite(self.tolerance) and self.tolerance > 0):
@@ -90,6 +127,20 @@ class CampaignSettings:
             raise ConfigError(f"features must be pca or full; got {self.features!r}")
         if (self.budget is not None and self.budget < 1) or self.batch < 1:
             raise ConfigError("budget and batch must be >= 1")
+
+
+FILTER_FIELDS = ("require_elements", "exclude_elements", "max_elements", "max_atoms", "exclude")
+
+
+def _settings_json(settings: CampaignSettings) -> dict:
+    """``campaign.json``'s settings: every field, but the candidate filters only when set (so a campaign without
+    them reads as before, for an older gapseek too; one with them is refused by a gapseek that would ignore
+    them)."""
+    out = asdict(settings)
+    for name in FILTER_FIELDS:
+        if out[name] in ((), [], None):
+            del out[name]
+    return out
 
 
 def settings_changes(stored: CampaignSettings, given: CampaignSettings, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -170,12 +221,15 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
     here, after the checks of the labels and target, and handed to ``on_pca`` (default: its note logged at INFO),
     so the caller can tell the user which PCA the campaign uses. With labels, a target that no labelled crystal of
     the pool is within the tolerance of is a ConfigError (nothing to find), and one outside the labels' range a
-    GapseekWarning."""
+    GapseekWarning. The settings' candidate filters (:func:`gapseek.search.filters.allowed_rows`) mark the rows
+    they leave out as ``excluded`` (never proposed; still in the pool); filters that leave nothing to propose, or
+    (with labels) leave out every crystal within the tolerance of the target, are a ConfigError."""
     f5 = features_path(store)
     with open_h5(f5, "r") as f:
         ids = decode_strings(f["ids"][()])
         formula = decode_strings(f["formula"][()])
         prediction = f["prediction"][()].astype(np.float64)
+        n_atoms = f["n_atoms"][()] if settings.max_atoms is not None else None
     index = {cid: k for k, cid in enumerate(ids)}
     rows = np.arange(len(ids))
     truth = None
@@ -194,13 +248,29 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
             rows, truth = rows[keep], truth[keep]
     if rows.size == 0:
         raise InputError("the candidate pool is empty (no featurized crystal with a label in range)")
+    allowed = None
+    if filter_active(settings):
+        allowed, notes, unmatched = allowed_rows(settings, [ids[k] for k in rows], [formula[k] for k in rows],
+                                                 None if n_atoms is None else n_atoms[rows])
+        if unmatched:
+            warnings.warn(f"{len(unmatched)} --exclude entr(ies) match no crystal of the pool (neither an id nor a "
+                          f"formula of it): {few(unmatched)}", GapseekWarning, stacklevel=2)
+        kept = int(allowed.sum())
+        if kept == 0:
+            raise ConfigError(f"the candidate filters leave no crystal of the {rows.size} in the pool to propose "
+                              f"({'; '.join(notes)}): loosen them")
+        log.info("candidate filters: %d of %d crystal(s) may be proposed (%s)", kept, rows.size, "; ".join(notes))
     if truth is not None:
         t, d = settings.target, settings.tolerance
-        findable = int(np.sum(np.abs(truth - t) <= d))
+        near = np.abs(truth - t) <= d
+        findable = int(np.sum(near))
         if findable == 0:
             raise ConfigError(f"no labelled crystal has a gap within {d:g} eV of the target {t:g} eV: "
                               f"{_labels_span(truth, settings)}, so the campaign has nothing to find "
                               f"(a typo in --target?)")
+        if allowed is not None and not np.any(near & allowed):
+            raise ConfigError(f"the {findable} labelled crystal(s) within {d:g} eV of the target {t:g} eV are all "
+                              "left out by the candidate filters, so the campaign has nothing to find: loosen them")
         if not truth.min() <= t <= truth.max():
             warnings.warn(f"target {t:g} eV lies outside the labels' range: {_labels_span(truth, settings)} "
                           f"({findable} within {d:g} eV of the target)", GapseekWarning, stacklevel=2)
@@ -224,6 +294,9 @@ def build_pool(store: str | Path, settings: CampaignSettings, labels: dict[str, 
     else:
         pool = Pool([ids[k] for k in rows], [formula[k] for k in rows], X, prediction[rows], settings.target,
                     settings.tolerance)
+    if allowed is not None:
+        pool.exclude(np.nonzero(~allowed)[0])
+        pool.filtered_out = int(np.sum(~allowed))
     return pool, truth
 
 
@@ -447,14 +520,14 @@ class Campaign:
             stamp = _stamp(store)
             digest, n = store_digest(store)
             (d / "campaign.json").unlink(missing_ok=True)  # first: from here until the end there is no campaign
-            for name in ("suggestions.csv", STATE_FILE):
+            for name in ("suggestions.csv", FAILED_FILE, STATE_FILE):
                 (d / name).unlink(missing_ok=True)
             rows = [] if prior is None else _trial_rows(settings, prior[0], prior[1], ["prior"] * len(prior[1]), 1)
             atomic_write(d / "trials.csv", _csv_text([TRIAL_FIELDS] + [[r[f] for f in TRIAL_FIELDS] for r in rows])
                          .encode())
             meta = {"gapseek_campaign": CAMPAIGN_FORMAT, "gapseek_version": __version__, "mode": mode,
                     "store": str(Path(store).resolve()), "store_digest": digest, "store_rows": n,
-                    "store_stamp": stamp, "settings": asdict(settings),
+                    "store_stamp": stamp, "settings": _settings_json(settings),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
             write_json(d / "campaign.json", meta)
         return cls(d)
@@ -669,6 +742,9 @@ class Campaign:
                    "prior_best_id": None if pbest is None else pbest["id"]}
         if not simulated:
             summary["unsuggested"] = sum(r["source"] == "lab-unsuggested" for r in trials)
+            failed = [r["id"] for r in self.failed()]
+            summary["failed"] = len(failed)  # could not be made or measured: not trials
+            summary["failed_ids"] = failed
         write_json(self.dir / "summary.json", summary)
         if trials:
             if simulated:
@@ -696,6 +772,12 @@ class Campaign:
         written and the unsuggested ids. All or nothing, under the campaign's lock (ids already recorded are
         refused)."""
         with self.lock():
+            done = self.failed_ids()
+            failed = [cid for cid, _ in measured if cid in done]
+            if failed:
+                raise InputError(f"{len(failed)} id(s) are recorded as failed in {self.dir / FAILED_FILE} (could not "
+                                 f"be made or measured): {few(failed)}; delete their lines there to tell a "
+                                 "measurement of them (nothing was recorded)")
             suggested = self.suggested()
             sources = ["lab" if cid in suggested else "lab-unsuggested" for cid, _ in measured]
             rows = self.record(pool, measured, sources)
@@ -714,11 +796,12 @@ class Campaign:
         atomic_write(path, _csv_text([SUGGESTION_FIELDS] + [r[:4] + ["suggested"] for r in rows[1:] if r]).encode())
 
     def pending(self, pool: Pool) -> np.ndarray:
-        """Pool rows suggested (``suggestions.csv``), neither told nor released since, oldest suggestion first."""
+        """Pool rows suggested (``suggestions.csv``), neither told, released nor failed since, oldest suggestion
+        first."""
         rows = self._suggestion_rows()
         if not rows:
             return np.zeros(0, dtype=np.int64)
-        told = {r["id"] for r in self.trials()}
+        told = {r["id"] for r in self.trials()} | self.failed_ids()  # failed: never to be measured
         state: dict[str, bool] = {}
         for r in rows:
             if r.get("id"):
@@ -741,6 +824,77 @@ class Campaign:
                                  f"(pending: {few(sorted(pending)) or 'none'}; nothing was released)")
             self.log_suggestions([(c, pool.formula[pool.index[c]], "released by tell --release") for c in ids],
                                  event="released")
+
+    # ------------------------------------------------------------------------------------ failed crystals
+    def failed(self) -> list[dict]:
+        """The rows of ``failed.csv`` (``id``, ``formula``, ``reason``, ``time``): crystals the lab could not make
+        or measure, in the order told; a row cut short by an interrupted write is left out."""
+        path = self.dir / FAILED_FILE
+        if not path.is_file():
+            return []
+        text, _ = _torn_tail(path.read_text(encoding="utf-8"))
+        return [r for r in csv.DictReader(io.StringIO(text, newline="")) if r.get("id")]
+
+    def failed_ids(self) -> set[str]:
+        return {r["id"] for r in self.failed()}
+
+    def exclude_failed(self, pool: Pool) -> None:
+        """Mark the failed crystals (``failed.csv``) as never to be proposed in ``pool``; call it again under the
+        lock before proposing (another ``tell --failed`` may have written since the pool was built)."""
+        failed = self.failed_ids()
+        if not failed:
+            return
+        missing = sorted(c for c in failed if c not in pool.index)
+        if missing:
+            log.warning("%s/%s names %d crystal(s) not in the store: %s (ignored)", self.dir, FAILED_FILE,
+                        len(missing), few(missing))
+        pool.exclude([pool.index[c] for c in failed if c in pool.index])
+
+    def check_failed(self, pool: Pool, ids: list[str]) -> None:
+        """The checks of :meth:`fail`, writing nothing: an InputError naming every id not in the store, already
+        measured, already failed or given twice (hold the lock from here to the write)."""
+        told = {r["id"] for r in self.trials()}
+        done = self.failed_ids()
+        seen: set[str] = set()
+        twice = []
+        for c in ids:
+            if c in seen:
+                twice.append(c)
+            seen.add(c)
+        problems = []
+        for what, bad in (("not in the campaign's store", [c for c in ids if c not in pool.index]),
+                          ("already measured (in trials.csv)", [c for c in ids if c in told]),
+                          (f"already recorded as failed (in {FAILED_FILE})", [c for c in ids if c in done]),
+                          ("given twice", twice)):
+            if bad:
+                problems.append(f"{len(bad)} id(s) {what}: {few(bad)}")
+        if problems:
+            raise InputError(f"--failed: {'; '.join(problems)} (nothing was recorded as failed)")
+
+    def fail(self, pool: Pool, ids: list[str], reason: str) -> list[dict]:
+        """Record crystals the lab could not make or measure (``failed.csv``, apart from the trials): no engine
+        proposes them again (they leave the pending suggestions, and ``pool`` excludes them now, as
+        :func:`open_campaign`'s pools do). An id not in the store, already measured (``trials.csv``), already
+        failed or given twice is an InputError naming it, and nothing is recorded; all or nothing, under the
+        campaign's lock (the whole file written at once, as ``trials.csv``). Returns the rows written."""
+        path = self.dir / FAILED_FILE
+        reason = " ".join(str(reason).split()) or "not given"  # one line a row
+        with self.lock():
+            self.check_failed(pool, ids)
+            text, torn = _torn_tail(path.read_text(encoding="utf-8") if path.is_file() else "")
+            if torn:
+                log.warning("%s: dropped %r, a row cut short by an interrupted write", path, torn)
+            if not text:
+                text = _csv_text([FAILED_FIELDS])
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            rows = [{"id": c, "formula": pool.formula[pool.index[c]], "reason": reason, "time": stamp} for c in ids]
+            try:
+                atomic_write(path, (text + _csv_text([[r[f] for f in FAILED_FIELDS] for r in rows])).encode())
+            except OSError as exc:
+                raise CampaignError(f"cannot write {path}: {exc.strerror or exc}; nothing was recorded as failed "
+                                    "(make room and run the same command again)") from exc
+        pool.exclude([pool.index[c] for c in ids])
+        return rows
 
     def observed(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
         """Pool rows and gaps of every trial (the prior first), in the log's order; an id not in the pool is a
@@ -819,7 +973,7 @@ def run_search(store: str | Path, labels: dict[str, float], labels_path: str, pr
             camp = Campaign.create(out, store, settings, mode="simulated", overwrite=overwrite,
                                    extra={"labels": str(Path(labels_path).resolve()), "prior": _prior_text(prior)},
                                    prior=(pool, [(pool.ids[r], float(truth[r])) for r in prior_rows]))
-            left = np.ones(len(pool), dtype=bool)
+            left = pool.proposable()
             left[prior_rows] = False
             if not np.any(np.abs(truth[left] - settings.target) <= settings.tolerance):
                 warnings.warn(f"every crystal within {settings.tolerance:g} eV of the target is in the prior: the "
@@ -917,7 +1071,12 @@ def start_lab_campaign(store: str | Path, settings: CampaignSettings, prior: dic
     if settings.budget is not None:
         settings = dataclasses.replace(settings, budget=None)
     pool, _ = build_pool(store, settings, None, on_pca=on_pca, origin="gapseek campaign")
-    draw_prior(pool, list(prior))  # every prior id must be in the store
+    prior_rows = draw_prior(pool, list(prior))  # every prior id must be in the store
+    left = pool.proposable()
+    left[prior_rows] = False
+    if filter_active(settings) and not left.any():
+        raise ConfigError(f"every crystal the candidate filters leave ({int(pool.proposable().sum())}) is in the "
+                          "prior: nothing is left to propose; loosen the filters")
     check_lab_target(settings, prior, pool)
     camp = Campaign.create(out, store, settings, mode="lab", overwrite=overwrite, prior=(pool, list(prior.items())))
     return camp, pool
@@ -936,4 +1095,5 @@ def open_campaign(directory: str | Path, on_pca: Callable[[PCAChoice], None] | N
     camp.verify_store()
     pool, _ = build_pool(camp.store, camp.settings, None, on_pca=on_pca, origin=origin)
     camp.observed(pool)  # every id of the log in the pool
+    camp.exclude_failed(pool)
     return camp, pool

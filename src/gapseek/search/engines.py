@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pool:
-    """``N`` candidate crystals. ``X``: ``N x d`` engine inputs (standardised); ``prediction``: ``N`` CGCNN gaps."""
+    """``N`` candidate crystals. ``X``: ``N x d`` engine inputs (standardised); ``prediction``: ``N`` CGCNN gaps.
+    ``excluded``: ``N`` booleans, the rows no engine may propose (left out by the campaign's candidate filters, or
+    recorded as failed: could not be made or measured), None when none is; they stay in the pool, so that measured
+    ones inform the engines. ``filtered_out``: how many of them the candidate filters left out."""
 
     ids: list[str]
     formula: list[str]
@@ -35,6 +38,8 @@ class Pool:
     target: float
     tolerance: float
     index: dict[str, int] = field(default_factory=dict)
+    excluded: np.ndarray | None = None
+    filtered_out: int = 0
 
     def __post_init__(self) -> None:
         if not self.index:
@@ -43,9 +48,19 @@ class Pool:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def exclude(self, rows) -> None:
+        """Never propose these rows."""
+        if self.excluded is None:
+            self.excluded = np.zeros(len(self), dtype=bool)
+        self.excluded[np.asarray(rows, dtype=np.int64)] = True
+
+    def proposable(self) -> np.ndarray:
+        """``N`` booleans: the rows an engine may propose (measured or not)."""
+        return np.ones(len(self), dtype=bool) if self.excluded is None else ~self.excluded
+
 
 def _unexplored(pool: Pool, observed: np.ndarray, pending: np.ndarray | None = None) -> np.ndarray:
-    mask = np.ones(len(pool), dtype=bool)
+    mask = pool.proposable()  # a copy
     mask[np.asarray(observed, dtype=np.int64)] = False  # an empty list is float to numpy
     if pending is not None:
         mask[np.asarray(pending, dtype=np.int64)] = False
@@ -57,9 +72,9 @@ class Engine:
 
     ``propose(pool, observed, observed_y, n, rng, pending=None)``: ``observed`` (``m`` pool rows) were measured
     as ``observed_y`` (``m`` gaps); ``pending`` (``p`` rows) were proposed earlier and are being measured — never
-    proposed again, and the ``gp`` engines condition on them as on the earlier picks of a joint batch (``gpyopt``
-    only leaves them out). Returns ``n``
-    (or fewer, when the pool runs out) ``(pool row, why)`` pairs.
+    proposed again (nor are the pool's ``excluded`` rows), and the ``gp`` engines condition on them as on the
+    earlier picks of a joint batch (``gpyopt`` only leaves them out). Returns ``n`` (or fewer, when the pool runs
+    out) ``(pool row, why)`` pairs.
 
     ``get_state()`` / ``set_state(state)``: what an engine carries from one proposal to the next (JSON-able; None
     for the stateless ones), so that a campaign resumed after a crash proposes exactly what an uninterrupted one

@@ -36,7 +36,7 @@ from gapseek.featurize import FeaturizeSettings, featurize_items, settings_attrs
 from gapseek.inputs import InputItem
 from gapseek.manifest import MANIFEST_FILE, Manifest, entries_digest, read_manifest, read_plan
 from gapseek.model import LoadedModel
-from gapseek.store import StoreWriter, content_problem, decode_strings
+from gapseek.store import StoreWriter, content_problem, decode_strings, file_problem
 
 __all__ = ["ShardResult", "ShardState", "merge_shards", "rerun_hint", "run_shard", "shard_lock", "shard_path",
            "shard_states"]
@@ -340,11 +340,7 @@ def merge_shards(store: str | Path, overwrite: bool = False, block: int = 65536)
         for i in range(plan.num_shards):
             path = shard_path(store, i)
             if states:  # the merge is lost already: only check the rest, to name every bad shard at once
-                try:
-                    with h5py.File(path, "r") as f:
-                        problem = content_problem(f, block)
-                except OSError as exc:
-                    problem = f"unreadable ({' '.join(str(exc).split())})"
+                problem = file_problem(path, block)
                 if problem:
                     states.append((i, problem))
                 continue

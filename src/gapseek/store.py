@@ -33,8 +33,8 @@ import numpy as np
 from gapseek.errors import CorruptStoreError, StoreError, StoreWriteError
 
 __all__ = ["FEATURES_FILE", "FeatureRows", "FeatureStore", "StoreWriter", "content_problem", "decode_strings",
-           "encode_strings", "export_csv", "features_path", "open_store", "remove_stale_temps", "temp_path",
-           "verify_file"]
+           "encode_strings", "export_csv", "features_path", "file_problem", "open_store", "remove_stale_temps",
+           "temp_path", "verify_file"]
 
 log = logging.getLogger(__name__)
 
@@ -439,14 +439,19 @@ def content_problem(f: h5py.File, block: int = 65536) -> str | None:
     return None
 
 
-def verify_file(path: str | Path, block: int = 65536) -> None:
-    """Check a store, part or block file by its content (:func:`content_problem`); a :class:`CorruptStoreError`
-    naming it if it fails."""
+def file_problem(path: str | Path, block: int = 65536) -> str | None:
+    """What is wrong with a store, part or block file's content (:func:`content_problem`), or that it cannot be
+    opened; None when it is whole."""
     try:
         with h5py.File(path, "r") as f:
-            problem = content_problem(f, block)
+            return content_problem(f, block)
     except OSError as exc:
-        problem = f"unreadable ({_one_line(exc, 160)})"
+        return f"unreadable ({_one_line(exc, 160)})"
+
+
+def verify_file(path: str | Path, block: int = 65536) -> None:
+    """Check a store, part or block file by its content; a :class:`CorruptStoreError` naming it if it fails."""
+    problem = file_problem(path, block)
     if problem:
         raise CorruptStoreError(f"{path}: {problem}")
 

@@ -63,6 +63,13 @@ class GapseekWarning(UserWarning):
     """The one warning class of the package."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed: a MemoryError, or a C/C++ library's error text for one
+    (std::bad_alloc, numpy's "Unable to allocate", "out of memory")."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "alloc" in text or "out of memory" in text
+
+
 def few(items, limit: int = 5, sep: str = ", ") -> str:
     """``a, b, c and 7 more``: the first ``limit`` items of a list for an error message, and how many are left."""
     items = [str(x) for x in items]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gapseek.cif import Crystal
-from gapseek.errors import ConfigError, CrystalError
+from gapseek.errors import ConfigError, CrystalError, is_out_of_memory
 
 __all__ = ["CrystalGraph", "GraphSettings", "atom_classes", "build_graph", "check_cell", "equivalent_atoms",
            "gaussian_expand"]
@@ -152,7 +152,7 @@ def check_cell(crystal: Crystal, radius: float = GraphSettings.radius) -> None:
             raise CrystalError("invalid-cell", f"degenerate cell: the lattice repeats every {shortest:.3g} Å "
                                f"(volume {volume:.3g} Å^3); no crystal repeats within {MIN_LATTICE_VECTOR} Å")
     n = crystal.n_atoms
-    if n == 0 or n * n * 4.18879 * (radius + sum(lengths)) ** 3 / volume <= _PAIR_BUDGET:
+    if n == 0 or n * n * (4.0 / 3.0 * np.pi) * (radius + sum(lengths)) ** 3 / volume <= _PAIR_BUDGET:
         return
     heights = volume / np.linalg.norm(np.cross(lat[[1, 2, 0]], lat[[2, 0, 1]]), axis=1)
     bins = np.maximum(1, np.floor(heights / _DENSITY_BOX)).astype(np.int64)
@@ -188,12 +188,9 @@ def _neighbours(crystal: Crystal, cutoff: float) -> tuple[np.ndarray, np.ndarray
     try:
         nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
         i, j, d = nl.compute(points=points, box=box, periodic=True, quantities="ijd")
-    except MemoryError:
-        raise
     except Exception as exc:  # vesin raises RuntimeError/ValueError on degenerate cells
-        if "alloc" in str(exc):
-            raise CrystalError("memory", f"the neighbour search ran out of memory ({exc}); see --memory-limit") \
-                from None
+        if is_out_of_memory(exc):
+            raise  # the featurizer names it `memory`
         raise CrystalError("invalid-cell", f"neighbour search failed: {exc}") from None
     return np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(d, dtype=np.float64)
 

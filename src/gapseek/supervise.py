@@ -333,6 +333,7 @@ class SupervisedPool:
         culprits = [task.positions[k] for k in ks]
         log.warning("%s: %s", ", ".join(_show(units[task.unit][p]) for p in culprits), reason)
         self._fill(task, [reason] * len(culprits), culprits, outcomes, missing, units)
-        rest = [p for p in task.positions if p not in set(culprits)]
+        gone = set(culprits)
+        rest = [p for p in task.positions if p not in gone]
         if rest:  # in normal batches again: the others get the bits they get in a run without the culprit
             queue.appendleft(_Task(task.unit, rest))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,13 @@ MP = SHARED / "data" / "mp-gap-36k" / "cifs"
 MODEL = SHARED / "models" / "cgcnn"
 
 
-def _peak_rss_mb() -> float:
-    """The larger peak of this process and its worker processes (gapseek reads and graphs in children)."""
-    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024.0
-
-
 def run_ours(files: list[str], batch_atoms: int, warmup: str) -> dict:
     import torch
 
     from gapseek.featurize import FeaturizeSettings, featurize_items
     from gapseek.inputs import InputItem, crystal_id
     from gapseek.model import load_model
+    from gapseek.supervise import peak_rss_mb
 
     torch.set_num_threads(1)
     lm = load_model(MODEL / "band-gap.pth.tar", MODEL / "atom_init.json")
@@ -52,7 +47,7 @@ def run_ours(files: list[str], batch_atoms: int, warmup: str) -> dict:
     t0 = time.perf_counter()
     ok = sum(rows.n_ok for rows in featurize_items(items, lm, FeaturizeSettings(batch_atoms=batch_atoms)))
     dt = time.perf_counter() - t0
-    return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": _peak_rss_mb()}
+    return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_baseline(files: list[str], warmup: str) -> dict:
@@ -62,6 +57,7 @@ def run_baseline(files: list[str], warmup: str) -> dict:
 
     from gapseek.graph import GraphSettings, build_graph_original, gaussian_expand
     from gapseek.model import Batch, load_model
+    from gapseek.supervise import peak_rss_mb
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -85,7 +81,7 @@ def run_baseline(files: list[str], warmup: str) -> dict:
         pred, _, _ = lm.model(b)
         ok += int(pred.shape[0])
     dt = time.perf_counter() - t0
-    return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": _peak_rss_mb()}
+    return {"n": len(files), "ok": ok, "seconds": dt, "peak_rss_mb": peak_rss_mb()}
 
 
 def _child(side: str, list_file: str, batch_atoms: int) -> dict:

@@ -37,6 +37,7 @@ from gapseek.inputs import InputItem
 from gapseek.manifest import MANIFEST_FILE, Manifest, entries_digest, read_manifest, read_plan
 from gapseek.model import LoadedModel
 from gapseek.store import StoreWriter, content_problem, decode_strings, file_problem
+from gapseek.supervise import peak_rss_mb
 
 __all__ = ["ShardResult", "ShardState", "merge_shards", "rerun_hint", "run_shard", "shard_lock", "shard_path",
            "shard_states"]
@@ -104,11 +105,6 @@ def shard_lock(store: str | Path, index: int) -> Iterator[bool]:
     finally:
         os.close(fd)  # releases the lock
 
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _file_problem(path: Path, digest: str, n_expected: int, settings_digest: str) -> str | None:
@@ -209,7 +205,7 @@ def _featurize_shard(store, index, model, settings, checkpoint_every, on_rows, p
             w.append_file(path)
         w.commit({"entries_digest": digest, "shard_index": index, "num_shards": plan.num_shards,
                   "manifest_start": start, "manifest_stop": stop, "elapsed_s": time.perf_counter() - t0,
-                  "peak_rss_mb": _peak_rss_mb(), "hostname": os.uname().nodename})
+                  "peak_rss_mb": peak_rss_mb(), "hostname": os.uname().nodename})
         n_ok, n_failed = w.n_ok, w.n_failed
     shutil.rmtree(partial, ignore_errors=True)
     status = "resumed" if reused else "done"

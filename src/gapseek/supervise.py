@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from gapseek.errors import GapseekError
 
-__all__ = ["SupervisedPool", "Worker", "WorkerError", "signal_name"]
+__all__ = ["SupervisedPool", "Worker", "WorkerError", "peak_rss_mb", "signal_name"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,14 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory, MB, of this process or of any worker process it has waited for (the work runs in
+    the workers, so this process's own peak alone says little)."""
+    import resource
+
+    return max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024.0
 
 
 def _show(item: Any) -> str:

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 
 from gapseek.errors import ConfigError, CrystalError
+from gapseek.inputs import open_input
 
 __all__ = ["Crystal", "ReadSettings", "crystal_from_bytes", "lattice_from_parameters", "read_crystal", "read_input"]
 
@@ -127,11 +128,10 @@ def read_input(path: str | Path, max_bytes: int = ReadSettings.max_bytes) -> byt
     at most ``max_bytes`` bytes. Opened without blocking, so a FIFO or a device named ``*.cif`` never hangs a
     run."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd, st = open_input(path)
     except OSError as exc:
         raise CrystalError("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}") from None
     try:
-        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
                     else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gapseek.errors import InputError
 
-__all__ = ["InputItem", "collect_inputs", "crystal_id", "expand_input", "read_path_list", "walk_cifs"]
+__all__ = ["InputItem", "collect_inputs", "crystal_id", "expand_input", "open_input", "read_path_list", "walk_cifs"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,17 @@ def crystal_id(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def open_input(path: str | Path) -> tuple[int, os.stat_result]:
+    """``(fd, stat)`` of an input opened for reading without blocking, so that a FIFO or a device named ``*.cif``
+    never hangs a run (check ``stat.S_ISREG`` before reading); the caller closes ``fd``. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return fd, os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
 
 
 def walk_cifs(directory: str | Path) -> list[Path]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from gapseek import __version__
 from gapseek.errors import InputError, StoreError
-from gapseek.inputs import crystal_id, expand_input
+from gapseek.inputs import crystal_id, expand_input, open_input
 from gapseek.shards import ShardPlan, plan_shards
 from gapseek.store import decode_strings, encode_strings
 
@@ -88,11 +88,11 @@ def _hash_file(path: str) -> tuple[str, int]:
     h = hashlib.sha256()
     n = 0
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd, st = open_input(path)
     except OSError:
         return _UNREADABLE, -1
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(st.st_mode):
             return _UNREADABLE, -1
         with os.fdopen(fd, "rb", closefd=False) as fh:
             while block := fh.read(1 << 20):

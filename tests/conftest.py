@@ -37,6 +37,50 @@ def loaded_model(model_dir):
                       expected_sha256=PINNED["band-gap.pth.tar"].sha256)
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small CGCNN checkpoint with random weights (not the published model: use it with --model-sha256 any)
+    and an 8-feature atom_init.json; it needs no shared data."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from gapseek.model import CGCNN
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny-model")
+    model = CGCNN(orig_atom_fea_len=8, atom_fea_len=64, n_conv=1, h_fea_len=32)
+    torch.save({"state_dict": model.state_dict(), "args": {"task": "regression", "n_conv": 1, "n_h": 1},
+                "normalizer": {"mean": 2.0, "std": 1.0}, "epoch": 0}, d / "band-gap.pth.tar")
+    rng = np.random.default_rng(0)
+    (d / "atom_init.json").write_text(json.dumps({str(z): rng.random(8).round(4).tolist() for z in range(1, 101)}))
+    return d
+
+
+def run_interrupted(args: list[str], crash_at: int, monkeypatch) -> int:
+    """``gapseek ARGS`` (a simulated search), interrupted as if by Ctrl-C when it records its ``crash_at``-th
+    measured trial; returns its exit status. Recording works normally again afterwards."""
+    from gapseek.cli import main
+    from gapseek.search.campaign import Campaign
+
+    real = Campaign.record
+    seen = {"oracle": 0}
+
+    def crash(self, pool, measured, source):
+        if source == "oracle":
+            seen["oracle"] += 1
+            if seen["oracle"] == crash_at:
+                raise KeyboardInterrupt
+        return real(self, pool, measured, source)
+
+    monkeypatch.setattr(Campaign, "record", crash)
+    try:
+        return main(args)
+    finally:
+        monkeypatch.setattr(Campaign, "record", real)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_pymatgen():
     with warnings.catch_warnings():

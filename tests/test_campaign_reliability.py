@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_interrupted
 from test_search import T, _synthetic_store
 
 from gapseek.cli import main
@@ -472,19 +473,7 @@ def test_every_engine_resumes_exactly(search_store, tmp_path, monkeypatch, engin
     assert main(args + ["--out", str(tmp_path / "whole")]) == 0
     whole = [r["id"] for r in Campaign(tmp_path / "whole").trials() if r["source"] == "oracle"]
     assert len(whole) == 5
-    real = Campaign.record
-    seen = {"oracle": 0}
-
-    def crash(self, pool, measured, source):
-        if source == "oracle":
-            seen["oracle"] += 1
-            if seen["oracle"] == crash_at:
-                raise KeyboardInterrupt
-        return real(self, pool, measured, source)
-
-    monkeypatch.setattr(Campaign, "record", crash)
-    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(Campaign, "record", real)
+    assert run_interrupted(args + ["--out", str(tmp_path / "cut")], crash_at, monkeypatch) == 130
     assert len(Campaign(tmp_path / "cut").trials()) == 20 + crash_at - 1
     assert main(args + ["--out", str(tmp_path / "cut")]) == 0
     rows = _log_ok(tmp_path / "cut")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import subprocess
 import sys
 import warnings
@@ -12,13 +11,11 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-import torch
 from conftest import EXAMPLES
 
 from gapseek import cli
 from gapseek.cli import main
 from gapseek.hub import PINNED
-from gapseek.model import CGCNN
 from gapseek.store import open_store
 
 
@@ -90,20 +87,6 @@ def test_console_script_runs(tmp_path):
 
 
 # ------------------------------------------------------------------------------- help, warnings, user errors
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A small CGCNN checkpoint with random weights (not the published model: use it with --model-sha256 any)
-    and an 8-feature atom_init.json; it needs no shared data."""
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("tiny-model")
-    model = CGCNN(orig_atom_fea_len=8, atom_fea_len=64, n_conv=1, h_fea_len=32)
-    torch.save({"state_dict": model.state_dict(), "args": {"task": "regression", "n_conv": 1, "n_h": 1},
-                "normalizer": {"mean": 2.0, "std": 1.0}, "epoch": 0}, d / "band-gap.pth.tar")
-    rng = np.random.default_rng(0)
-    (d / "atom_init.json").write_text(json.dumps({str(z): rng.random(8).round(4).tolist() for z in range(1, 101)}))
-    return d
-
-
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory, tiny_model):
     out = tmp_path_factory.mktemp("tiny") / "store"

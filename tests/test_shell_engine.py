@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_interrupted
 from test_search import _synthetic_store
 
 from gapseek.cli import main
@@ -127,19 +128,7 @@ def test_the_shell_engine_resumes_exactly(tmp_path, monkeypatch, batch, crash_at
     camp = Campaign(tmp_path / "whole")
     assert camp.settings.engine == "shell"
     whole = [r["id"] for r in camp.trials() if r["source"] == "oracle"]
-    real = Campaign.record
-    seen = {"oracle": 0}
-
-    def crash(self, pool, measured, source):
-        if source == "oracle":
-            seen["oracle"] += 1
-            if seen["oracle"] == crash_at:
-                raise KeyboardInterrupt
-        return real(self, pool, measured, source)
-
-    monkeypatch.setattr(Campaign, "record", crash)
-    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(Campaign, "record", real)
+    assert run_interrupted(args + ["--out", str(tmp_path / "cut")], crash_at, monkeypatch) == 130
     assert main(args + ["--out", str(tmp_path / "cut")]) == 0
     assert [r["id"] for r in Campaign(tmp_path / "cut").trials() if r["source"] == "oracle"] == whole
 

@@ -19,32 +19,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from conftest import EXAMPLES, write_cif
 
 import gapseek
 from gapseek.cli import main
-from gapseek.model import CGCNN
 from gapseek.sharding import shard_path
 
 SRC = Path(gapseek.__file__).resolve().parents[1]  # the gapseek under test, for the `gapseek` subprocesses
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A small CGCNN with random weights and an 8-feature atom_init.json (use with --model-sha256 any); it needs no
-    shared data (the same recipe as tests/test_cli.py)."""
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("tiny-model")
-    model = CGCNN(orig_atom_fea_len=8, atom_fea_len=64, n_conv=1, h_fea_len=32)
-    torch.save({"state_dict": model.state_dict(), "args": {"task": "regression", "n_conv": 1, "n_h": 1},
-                "normalizer": {"mean": 2.0, "std": 1.0}, "epoch": 0}, d / "band-gap.pth.tar")
-    rng = np.random.default_rng(0)
-    (d / "atom_init.json").write_text(json.dumps({str(z): rng.random(8).round(4).tolist() for z in range(1, 101)}))
-    return d
-
-
 def _cifs(root: Path, n_si: int = 6) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for f in EXAMPLES.glob("*.cif"):

@@ -6,7 +6,9 @@ Everything here is real: HDF5 files damaged on disk, concurrent `gapseek` proces
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import h5py
@@ -23,7 +26,7 @@ from conftest import EXAMPLES, write_cif
 
 import gapseek
 from gapseek.cli import main
-from gapseek.sharding import shard_path
+from gapseek.sharding import _lock_path, shard_path
 
 SRC = Path(gapseek.__file__).resolve().parents[1]  # the gapseek under test, for the `gapseek` subprocesses
 
@@ -197,32 +200,52 @@ _TASK = textwrap.dedent("""
 
 def test_two_tasks_on_the_same_shard_both_succeed_and_one_skips(tmp_path, tiny_model):
     """A requeued task racing its predecessor (or two overlapping arrays): neither may fail (that would fail the
-    merge's afterok), and the shard must come out whole."""
+    merge's afterok), and the shard must come out whole. Trials 0-1 let the two tasks race freely; in trial 2 the
+    test holds the shard's lock (a predecessor still running) until both tasks have said that they wait, so the
+    meeting at the lock is certain, not left to the scheduler."""
     cifs = _cifs(tmp_path / "cifs", n_si=20)
     pristine = _index(cifs, tmp_path / "pristine", shard_size=32)
     args = ["featurize", "--shard", "0", "--chunk-size", "4", "--checkpoint-every", "4", *_model_opts(tiny_model)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    reference, waited = None, 0
+    reference = None
     for trial in range(3):
         store = _copy(pristine, tmp_path / f"store{trial}")
+        errs = [tmp_path / f"trial{trial}-task{k}.err" for k in range(2)]
+        predecessor = None
+        if trial == 2:
+            _lock_path(store, 0).parent.mkdir(parents=True, exist_ok=True)
+            predecessor = os.open(_lock_path(store, 0), os.O_RDWR | os.O_CREAT, 0o666)
+            os.pwrite(predecessor, b"the test\n", 0)
+            fcntl.flock(predecessor, fcntl.LOCK_EX)
         procs = [subprocess.Popen([sys.executable, "-c", _TASK, args[0], str(store), *args[1:]], env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+                 for err in errs]
         try:
-            for p in procs:
-                assert p.stdout.readline().strip() == "ready", p.stderr.read()
+            for p, err in zip(procs, errs):
+                assert p.stdout.readline().strip() == "ready", err.read_text()
             for p in procs:
                 p.stdin.write("go\n")
                 p.stdin.flush()
-            outs = [p.communicate(timeout=120) for p in procs]
+            if predecessor is not None:
+                deadline = time.monotonic() + 120
+                while not all("is being featurized by the test; waiting" in e.read_text() for e in errs):
+                    assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                        [e.read_text()[-1500:] for e in errs]
+                    time.sleep(0.05)
+                os.close(predecessor)  # the predecessor ends: one task featurizes, the other waits for it
+            outs = [p.communicate(timeout=120)[0] for p in procs]
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
+            if predecessor is not None:
+                with contextlib.suppress(OSError):
+                    os.close(predecessor)
         codes = [p.returncode for p in procs]
-        assert codes == [0, 0], f"trial {trial}: exit codes {codes}\n" + "\n".join(o[1][-1500:] for o in outs)
-        waited += any("is being featurized by pid" in o[1] and "waiting for it to finish" in o[1] for o in outs)
-        said = sorted((o[0] for o in outs), key=lambda s: "skipped" in s)
+        said_err = [e.read_text() for e in errs]
+        assert codes == [0, 0], f"trial {trial}: exit codes {codes}\n" + "\n".join(e[-1500:] for e in said_err)
+        said = sorted(outs, key=lambda s: "skipped" in s)
+        # serialised: the second task to get the lock finds the shard complete (unserialised, both featurize)
         assert "shard 0: complete already; skipped" not in said[0] and "shard 0: " in said[0], said
         assert "shard 0: complete already; skipped" in said[1], said
         assert not (store / "shards" / "part-00000.partial").exists()
@@ -233,7 +256,6 @@ def test_two_tasks_on_the_same_shard_both_succeed_and_one_skips(tmp_path, tiny_m
             reference = rows
         for k, v in rows.items():
             assert np.array_equal(v, reference[k]), (trial, k)
-    assert waited >= 1  # the tasks did meet at the lock
 
 
 def test_without_flock_a_task_that_loses_the_race_still_ends_well(done_store, tiny_model, tmp_path, monkeypatch,

@@ -133,6 +133,8 @@ def _die_with_parent() -> None:
 def _child_main(conn, board: _Board, worker: Worker, memory_limit: int) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # not the parent's unwinding handler (inherited through fork): SIGTERM ends a worker at once, even inside C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_limit > 0:
         _set_memory_limit(memory_limit)
     worker.start()

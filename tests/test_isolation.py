@@ -95,14 +95,6 @@ def _featurize(inputs, out, model_dir, *extra) -> tuple[int, float]:
     return rc, time.perf_counter() - t0
 
 
-@pytest.fixture(scope="module")
-def good_time(good_dir, model_dir, tmp_path_factory) -> float:
-    """Seconds the 1,000 good files take alone (the baseline every bad batch is bounded by)."""
-    rc, dt = _featurize([good_dir], tmp_path_factory.mktemp("alone") / "s", model_dir)
-    assert rc == 0
-    return dt
-
-
 @pytest.mark.parametrize("make_bad", [_elongated, _thin, _skewed, lambda p: _skewed(p, 179.999), _dense],
                          ids=["elongated", "thin", "alpha-179.9999", "alpha-179.999", "dense"])
 def test_cells_the_neighbour_search_cannot_handle_are_rejected_up_front(tmp_path, make_bad):
@@ -137,17 +129,21 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_one_bad_file_in_a_batch_costs_one_record(tmp_path, good_dir, good_time, model_dir, monkeypatch, case):
+def test_one_bad_file_in_a_batch_costs_one_record(tmp_path, good_dir, model_dir, monkeypatch, case):
+    """The good files are all featurized; the bad one costs one record and at most its extra seconds over the
+    good files alone, run just before with the same options (the same load on a shared machine), x 1.5."""
     make_bad, no_check, extra, reason, slack = CASES[case]
     if no_check:
         monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal, radius=8.0: None)
+    rc, good_time = _featurize([good_dir], tmp_path / "alone", model_dir, *extra)
+    assert rc == 0
     d, bad = _batch(tmp_path, good_dir, make_bad)
     rc, dt = _featurize([d], tmp_path / "s", model_dir, *extra)
     assert rc == 0
     ids, fails, _ = _read(tmp_path / "s")
     assert len(ids) == N_GOOD and "bad" not in ids
     assert [i for i, _ in fails] == ["bad"] and fails[0][1].startswith(reason), fails
-    assert dt < good_time + slack, f"{case}: {dt:.1f} s, the good files alone {good_time:.1f} s"
+    assert dt < 1.5 * good_time + slack, f"{case}: {dt:.1f} s, the good files alone {good_time:.1f} s"
 
 
 def test_a_fifo_and_a_name_that_is_not_utf8_in_one_go_and_in_an_indexed_store(tmp_path, good_dir, model_dir):

@@ -231,7 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="campaign directory to create (campaign.json, trials.csv, suggestions.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace a campaign that DIR already holds")
+    p.add_argument("--plan", type=int, default=100, metavar="N",
+                   help="trials the lab plans: the forecast printed (and saved in DIR/forecast.json) is for N")
     p.set_defaults(func=cmd_campaign)
+
+    p = sub.add_parser("forecast", help="expected trials to a first hit and hits in a budget, engine vs random, "
+                       "from a campaign's labels so far")
+    p.add_argument("campaign", metavar="DIR", help="campaign directory (from `gapseek campaign`)")
+    p.add_argument("--budget", type=int, default=100, metavar="N", help="trials to forecast for")
+    p.add_argument("--json", action="store_true", help="print the forecast as JSON")
+    p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("suggest", help="propose the next crystals to measure (jointly, for a batch)")
     p.add_argument("campaign", metavar="DIR", help="campaign directory (made by `gapseek campaign`)")
@@ -626,6 +635,40 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     filtered = f" ({pool.filtered_out} left out by the candidate filters)" if pool.filtered_out else ""
     print(f"gapseek campaign: {args.out} with {len(prior)} prior measurement(s), {int(left.sum())} "
           f"candidates{filtered}; next: gapseek suggest {args.out} --n 4")
+    fc = _forecast(camp, pool, args.plan)
+    if fc is not None:
+        print("\n".join(fc.lines()))
+    return 0
+
+
+def _forecast(camp, pool, budget: int):
+    """The campaign's forecast for ``budget`` trials, saved as DIR/forecast.json; None (said on stderr) when the
+    labels are too few for one."""
+    from gapseek.errors import ConfigError
+    from gapseek.search.forecast import forecast_pool
+    from gapseek.search.report import write_json
+
+    if budget < 1:
+        raise ConfigError(f"the budget to forecast for must be at least 1; got {budget}")
+    observed, y = camp.observed(pool)
+    try:
+        fc = forecast_pool(pool, observed, y, budget)
+    except ConfigError as exc:
+        print(f"gapseek: no forecast: {exc}", file=sys.stderr)
+        return None
+    write_json(camp.dir / "forecast.json", {"labels_used": len(observed), **fc.to_json()})
+    return fc
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    import json
+
+    camp, pool = _open_campaign(args.campaign, "forecast")
+    with camp.lock():
+        fc = _forecast(camp, pool, args.budget)
+    if fc is None:
+        return 1
+    print(json.dumps(fc.to_json(), indent=2) if args.json else "\n".join(fc.lines()))
     return 0
 
 
@@ -804,8 +847,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
               f"{e['found_rate']:>7.2f}{e['hits_mean']:>6.2f}{accel(e, 'acceleration_vs_random'):>28}"
               f"{accel(e, 'acceleration_vs_random_exact'):>27}")
     print(f"* a campaign without a hit counts as {st['censored_at']} (budget + 1) trials")
-    print(f"-> {args.out}/summary.json, runs.csv, trials.csv, curves.png")
+    _print_forecast_check(summary.get("forecast_check"))
+    print(f"-> {args.out}/summary.json, runs.csv, trials.csv, forecasts.csv, curves.png")
     return 0
+
+
+def _print_forecast_check(fc: dict | None) -> None:
+    if not fc:
+        return
+    print(f"forecast from each prior, before any trial ({fc['campaigns_forecast']} campaigns): random "
+          f"{fc['random_forecast_first_hit_mean']:.1f} forecast vs {fc['random_exact_first_hit_mean']:.1f} exact; "
+          + "; ".join(f"{n} {e['forecast_first_hit_mean']:.1f} forecast vs {e['first_hit_mean']:.1f} realised, "
+                      f"{100 * e['inside_forecast_10_90']:.0f}% inside the forecast's 10-90% range"
+                      for n, e in fc["engines"].items()))
 
 
 def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, get_bar) -> int:
@@ -828,7 +882,7 @@ def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, 
             get_bar().close()
 
     def acc(e: dict) -> str:
-        ci = e["acceleration_vs_random_exact_ci95"]
+        ci = e["acceleration_vs_random_exact_ci95"] or e["acceleration_vs_random_exact_ci95_over_targets"]
         return f"{e['acceleration_vs_random_exact']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
     print("\nper target: mean first hit* (found share), acceleration vs random's exact expectation [95% CI]")
@@ -844,7 +898,7 @@ def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, 
                                                                       else ""))
         print(f"{t:>7g}{row['random_exact_first_hit_mean']:>14.1f}" + "".join(f"{c:>30}" for c in cells))
     print("\nover all targets (acceleration = sum of random's exact expectations / sum of first hits; CI over "
-          "seeds)")
+          "seeds, or over targets with one seed)")
     print(f"{'engine':<12}{'campaigns':>10}{'mean*':>8}{'median*':>9}{'found':>7}{'accel. vs exact random':>30}"
           f"  worse than random and predicted on")
     for n, e in s["aggregate"].items():
@@ -853,6 +907,7 @@ def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, 
               f"{e['found_rate']:>7.2f}{acc(e):>30}  {worse}")
     if s["skipped"]:
         print(f"skipped (nothing to find): {', '.join(s['skipped'])}")
+    _print_forecast_check(s.get("forecast_check"))
     print(f"* a campaign without a hit counts as {s['censored_at']} (budget + 1) trials; ! = worse than both "
           f"random's exact expectation and predicted on that target")
     print(f"-> {args.out}/targets.json, and per target {args.out}/T<target>/summary.json")

@@ -33,6 +33,7 @@ from gapseek import __version__
 from gapseek.errors import ConfigError, InputError
 from gapseek.search.campaign import CampaignSettings, SimResult, build_pool, draw_prior, simulate
 from gapseek.search.engines import make_engine
+from gapseek.search.forecast import forecast_pool
 from gapseek.search.report import engine_summary, plot_benchmark, write_json
 
 __all__ = ["BENCHMARK_FORMAT", "bootstrap_ratio_ci", "random_first_hit_expectation", "random_survival",
@@ -43,10 +44,14 @@ log = logging.getLogger(__name__)
 BENCHMARK_FORMAT = 1
 RUN_FIELDS = ["engine", "seed", "first_hit", "found", "hits", "prior_hits", "seconds", "random_expected"]
 TRIAL_FIELDS = ["engine", "seed", "trial", "id", "band_gap", "abs_error", "hit"]
+# per seed, the forecast made from that seed's prior before any campaign (gapseek.search.forecast)
+FORECAST_FIELDS = ["seed", "engine_first_hit", "engine_first_hit_lo", "engine_first_hit_hi", "q10", "q50", "q90",
+                   "engine_hits", "random_first_hit", "pool_hits"]
+FORECAST_BOOTSTRAP = 20
 # settings a resume must share with the recorded ones (the pool digest is checked once the pool is built)
 COMPARED = ("store", "labels", "target", "tolerance", "budget", "batch", "prior", "label_range", "features",
             "vector", "components", "prediction_input")
-OUTPUTS = ("benchmark.json", "runs.csv", "trials.csv", "summary.json", "curves.png")
+OUTPUTS = ("benchmark.json", "runs.csv", "trials.csv", "forecasts.csv", "summary.json", "curves.png")
 CENSORING_NOTE = ("first_hit_median, first_hit_mean, random_exact_first_hit_mean and the accelerations count a "
                   "campaign without a hit as censored_at = budget + 1 trials (a lower bound on its first hit); "
                   "first_hit_mean_found is over the campaigns that found one; per-seed first hits are null when "
@@ -100,6 +105,7 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
             log.info("resuming %s: %d campaign(s) recorded, %d to run", out, len(done), len(todo))
         if on_plan:
             on_plan(len(done), len(todo))
+        _forecast_seeds(out, pool, truth, settings, seeds, prior)
         priors: dict[int, tuple[np.ndarray, int, float]] = {}
         for seed, name in todo:
             if seed not in priors:
@@ -124,6 +130,57 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
             if progress:
                 progress(name, seed, res)
         return summarize_benchmark(out)
+
+
+def _forecast_seeds(out: Path, pool, truth: np.ndarray, settings: CampaignSettings, seeds: int, prior) -> None:
+    """Append to ``forecasts.csv`` the forecast of every seed that lacks one (from its prior alone, as a lab would
+    make it before the first trial; :func:`gapseek.search.forecast.forecast_pool`)."""
+    done = {int(r["seed"]) for r in _read_log(out / "forecasts.csv", FORECAST_FIELDS)}
+    for seed in range(seeds):
+        if seed in done:
+            continue
+        rows = draw_prior(pool, prior, np.random.default_rng(seed))
+        try:
+            fc = forecast_pool(pool, rows, truth[rows], settings.budget, n_boot=FORECAST_BOOTSTRAP, seed=seed)
+        except ConfigError as exc:
+            log.warning("%s seed %d: no forecast (%s)", out, seed, exc)
+            continue
+        _append(out / "forecasts.csv", FORECAST_FIELDS,
+                [[seed, repr(fc.engine_first_hit), repr(fc.engine_first_hit_interval[0]),
+                  repr(fc.engine_first_hit_interval[1]), *fc.first_hit_quantiles, repr(fc.engine_hits),
+                  repr(fc.random_first_hit), repr(fc.pool_hits)]])
+
+
+def _read_forecasts(out: Path) -> dict[int, dict]:
+    return {int(r["seed"]): r for r in _read_log(out / "forecasts.csv", FORECAST_FIELDS)}
+
+
+def forecast_check(forecasts: dict, first: dict[str, dict], exact: dict) -> dict:
+    """The forecasts set against what happened, over the keys (seeds, or (target, seed)) that have both:
+    per engine the mean forecast (picking by calibrated hit probability) and the mean realised first hit, and the
+    share of campaigns whose first hit fell inside the forecast's 10-90% range (80% if the forecast is calibrated);
+    random's forecast against its exact expectation. ``forecasts``: key -> forecasts.csv row; ``first``: engine ->
+    key -> first hit (censored); ``exact``: key -> random's exact expected first hit."""
+    keys = sorted(k for k in forecasts if k in exact)
+    if not keys:
+        return {}
+    out = {"campaigns_forecast": len(keys),
+           "engine_forecast_first_hit_mean": float(np.mean([float(forecasts[k]["engine_first_hit"]) for k in keys])),
+           "random_forecast_first_hit_mean": float(np.mean([float(forecasts[k]["random_first_hit"]) for k in keys])),
+           "random_exact_first_hit_mean": float(np.mean([exact[k] for k in keys])),
+           "engines": {}}
+    for name, per in first.items():
+        ks = [k for k in keys if k in per]
+        if not ks or name == "random":
+            continue
+        fh = np.array([per[k] for k in ks], dtype=float)
+        lo = np.array([int(forecasts[k]["q10"]) for k in ks])
+        hi = np.array([int(forecasts[k]["q90"]) for k in ks])
+        out["engines"][name] = {
+            "runs": len(ks), "first_hit_mean": float(fh.mean()),
+            "forecast_first_hit_mean": float(np.mean([float(forecasts[k]["engine_first_hit"]) for k in ks])),
+            "inside_forecast_10_90": float(np.mean((fh >= lo) & (fh <= hi)))}
+    return out
 
 
 def summarize_benchmark(out: str | Path) -> dict:
@@ -204,6 +261,9 @@ def summarize_benchmark(out: str | Path) -> dict:
         full = [np.minimum.accumulate(trials[(name, k)]) for k in seeds if len(trials.get((name, k), ())) == budget]
         if full:
             curves[name] = np.array(full)
+    summary["forecast_check"] = forecast_check(
+        _read_forecasts(out), {n: dict(zip(sorted(per), censored_first(per, sorted(per)))) for n, per in runs.items()},
+        exact)
     write_json(out / "summary.json", summary)
     random_found = np.mean([1.0 - survival[k][1:] for k in all_seeds], axis=0)
     plot_benchmark(out / "curves.png", curves, first_hits, random_found, tolerance,
@@ -481,6 +541,20 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
         r = ex_s[idx].sum(axis=1) / fh_s[idx].sum(axis=1)
         return point, [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
 
+    def accel_over_targets(name: str, keys: list[tuple[float, int]]) -> list[float] | None:
+        """The same ratio, its interval from resampling the targets (each with all its seeds)."""
+        ts = sorted({k[0] for k in keys})
+        if len(ts) < 2:
+            return None
+        pos = {t: i for i, t in enumerate(ts)}
+        ex_t, fh_t = np.zeros(len(ts)), np.zeros(len(ts))
+        for k in keys:
+            ex_t[pos[k[0]]] += exact[k]
+            fh_t[pos[k[0]]] += first[name][k]
+        j = np.random.default_rng(54321).integers(len(ts), size=(4000, len(ts)))
+        r = ex_t[j].sum(axis=1) / fh_t[j].sum(axis=1)
+        return [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+
     summary = {"targets": targets, "skipped": skipped or {}, "budget": budget, "censored_at": (budget or 0) + 1,
                "censoring": "first hit means and medians count a campaign without a hit as censored_at = budget + "
                             "1 trials (a lower bound); found = share of campaigns with a hit within the budget",
@@ -504,6 +578,8 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
             e["worse_than_random_and_predicted"] = bool(e["first_hit_mean"] > rx and pred is not None
                                                         and e["first_hit_mean"] > pred)
         per_target[repr(t)] = row
+    forecasts = {(t, seed): r for t in targets for seed, r in _read_forecasts(target_dir(out, t)).items()}
+    summary["forecast_check"] = forecast_check(forecasts, first, exact)
     for name in engines:
         keys = sorted(first[name])
         fh = np.array([first[name][k] for k in keys], dtype=float)
@@ -513,6 +589,7 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
             "found_rate": float(np.mean(fh <= budget)),
             "random_exact_first_hit_mean": float(np.mean([exact[k] for k in keys])),
             "acceleration_vs_random_exact": a, "acceleration_vs_random_exact_ci95": ci,
+            "acceleration_vs_random_exact_ci95_over_targets": accel_over_targets(name, keys),
             "targets_worse_than_random_and_predicted": [t for t in targets if per_target[repr(t)]["engines"].get(
                 name, {}).get("worse_than_random_and_predicted")]}
     write_json(out / TARGETS_FILE, summary)

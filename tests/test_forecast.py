@@ -109,9 +109,27 @@ def test_benchmark_records_a_forecast_per_seed_and_checks_it(tmp_path, capsys):
     with open(out / "forecasts.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["seed"]) for r in rows] == [0, 1, 2]
-    check = json.loads((out / "summary.json").read_text())["forecast_check"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ceiling"]["campaigns"] == 3 and summary["ceiling"]["sigma_mean"] > 0
+    check = summary["forecast_check"]
     assert check["campaigns_forecast"] == 3 and set(check["engines"]) == {"predicted"}
     assert 0 <= check["engines"]["predicted"]["inside_forecast_10_90"] <= 1
     assert main([*args, "--seeds", "4"]) == 0  # a resume forecasts only the new seed
-    with open(out / "forecasts.csv") as f:
-        assert [int(r["seed"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    for name in ("forecasts.csv", "ceilings.csv"):
+        with open(out / name) as f:
+            assert [int(r["seed"]) for r in csv.DictReader(f)] == [0, 1, 2, 3], name
+
+
+def test_ceiling_is_perfect_without_error_and_random_with_a_useless_one():
+    from gapseek.search.benchmark import ceiling_first_hit
+
+    _, gap = _pool(n=5000)
+    rows = np.arange(gap.size)
+    hits = int(np.sum(np.abs(gap - 2.5) <= 0.01))
+    assert hits > 0
+    assert ceiling_first_hit(gap, rows, 2.5, 0.01, 0.0, 100, np.random.default_rng(0)) == 1.0
+    useless = ceiling_first_hit(gap, rows, 2.5, 0.01, 100.0, 100, np.random.default_rng(0), draws=200)
+    exact = random_first_hit_expectation(gap.size, hits, 100)
+    assert abs(useless / exact - 1) < 0.1, (useless, exact)
+    middle = ceiling_first_hit(gap, rows, 2.5, 0.01, 0.3, 100, np.random.default_rng(0), draws=50)
+    assert 1.0 < middle < 0.8 * exact

@@ -847,12 +847,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
               f"{e['found_rate']:>7.2f}{e['hits_mean']:>6.2f}{accel(e, 'acceleration_vs_random'):>28}"
               f"{accel(e, 'acceleration_vs_random_exact'):>27}")
     print(f"* a campaign without a hit counts as {st['censored_at']} (budget + 1) trials")
-    _print_forecast_check(summary.get("forecast_check"))
-    print(f"-> {args.out}/summary.json, runs.csv, trials.csv, forecasts.csv, curves.png")
+    _print_forecast_check(summary.get("forecast_check"), summary.get("ceiling"))
+    print(f"-> {args.out}/summary.json, runs.csv, trials.csv, forecasts.csv, ceilings.csv, curves.png")
     return 0
 
 
-def _print_forecast_check(fc: dict | None) -> None:
+def _print_forecast_check(fc: dict | None, ceiling: dict | None = None) -> None:
+    if ceiling:
+        print(f"ceiling: a predictor with the error each prior measures near T (sigma {ceiling['sigma_mean']:.2f} "
+              f"eV on average), unbiased: mean first hit {ceiling['first_hit_mean']:.1f}, "
+              f"{ceiling['acceleration_vs_random_exact']:.2f}x random's exact expectation")
     if not fc:
         return
     print(f"forecast from each prior, before any trial ({fc['campaigns_forecast']} campaigns): random "
@@ -907,7 +911,7 @@ def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, 
               f"{e['found_rate']:>7.2f}{acc(e):>30}  {worse}")
     if s["skipped"]:
         print(f"skipped (nothing to find): {', '.join(s['skipped'])}")
-    _print_forecast_check(s.get("forecast_check"))
+    _print_forecast_check(s.get("forecast_check"), s.get("ceiling"))
     print(f"* a campaign without a hit counts as {s['censored_at']} (budget + 1) trials; ! = worse than both "
           f"random's exact expectation and predicted on that target")
     print(f"-> {args.out}/targets.json, and per target {args.out}/T<target>/summary.json")

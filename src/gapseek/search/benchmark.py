@@ -32,6 +32,7 @@ import numpy as np
 from gapseek import __version__
 from gapseek.errors import ConfigError, InputError
 from gapseek.search.campaign import CampaignSettings, SimResult, build_pool, draw_prior, simulate
+from gapseek.search.engine_shell import calibrate
 from gapseek.search.engines import make_engine
 from gapseek.search.forecast import forecast_pool
 from gapseek.search.report import engine_summary, plot_benchmark, write_json
@@ -48,10 +49,14 @@ TRIAL_FIELDS = ["engine", "seed", "trial", "id", "band_gap", "abs_error", "hit"]
 FORECAST_FIELDS = ["seed", "engine_first_hit", "engine_first_hit_lo", "engine_first_hit_hi", "q10", "q50", "q90",
                    "engine_hits", "random_first_hit", "pool_hits"]
 FORECAST_BOOTSTRAP = 20
+# per seed, the ceiling: the first hit of ranking by a predictor whose error is the one the prior measured
+CEILING_FIELDS = ["seed", "sigma", "ceiling_first_hit"]
+CEILING_DRAWS = 20
 # settings a resume must share with the recorded ones (the pool digest is checked once the pool is built)
 COMPARED = ("store", "labels", "target", "tolerance", "budget", "batch", "prior", "label_range", "features",
             "vector", "components", "prediction_input")
-OUTPUTS = ("benchmark.json", "runs.csv", "trials.csv", "forecasts.csv", "summary.json", "curves.png")
+OUTPUTS = ("benchmark.json", "runs.csv", "trials.csv", "forecasts.csv", "ceilings.csv", "summary.json",
+           "curves.png")
 CENSORING_NOTE = ("first_hit_median, first_hit_mean, random_exact_first_hit_mean and the accelerations count a "
                   "campaign without a hit as censored_at = budget + 1 trials (a lower bound on its first hit); "
                   "first_hit_mean_found is over the campaigns that found one; per-seed first hits are null when "
@@ -106,6 +111,7 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
         if on_plan:
             on_plan(len(done), len(todo))
         _forecast_seeds(out, pool, truth, settings, seeds, prior)
+        _ceiling_seeds(out, pool, truth, settings, seeds, prior)
         priors: dict[int, tuple[np.ndarray, int, float]] = {}
         for seed, name in todo:
             if seed not in priors:
@@ -149,6 +155,56 @@ def _forecast_seeds(out: Path, pool, truth: np.ndarray, settings: CampaignSettin
                 [[seed, repr(fc.engine_first_hit), repr(fc.engine_first_hit_interval[0]),
                   repr(fc.engine_first_hit_interval[1]), *fc.first_hit_quantiles, repr(fc.engine_hits),
                   repr(fc.random_first_hit), repr(fc.pool_hits)]])
+
+
+def ceiling_first_hit(truth: np.ndarray, candidates: np.ndarray, target: float, tolerance: float, sigma: float,
+                      budget: int, rng: np.random.Generator, draws: int = CEILING_DRAWS) -> float:
+    """Mean first hit (``budget + 1`` if none) of ranking ``candidates`` (pool rows) by ``|gap + e - T|``, ``e ~
+    N(0, sigma^2)`` independent per crystal: what a predictor with that error, unbiased and known to be, would
+    reach on this pool, over ``draws`` draws of its errors."""
+    g = truth[candidates]
+    hit = np.abs(g - target) <= tolerance
+    firsts = []
+    for _ in range(draws):
+        d = np.abs(g + sigma * rng.standard_normal(g.size) - target)
+        top = np.argpartition(d, budget)[:budget] if g.size > budget else np.arange(g.size)
+        top = top[np.argsort(d[top], kind="stable")]
+        h = hit[top]
+        firsts.append(int(np.argmax(h)) + 1 if h.any() else budget + 1)
+    return float(np.mean(firsts))
+
+
+def _ceiling_seeds(out: Path, pool, truth: np.ndarray, settings: CampaignSettings, seeds: int, prior) -> None:
+    """Append to ``ceilings.csv`` each seed's ceiling (:func:`ceiling_first_hit`) lacking one, ``sigma`` being the
+    calibrated prediction's spread near T that the seed's prior measures (the forecast's calibration)."""
+    done = {int(r["seed"]) for r in _read_log(out / "ceilings.csv", CEILING_FIELDS)}
+    for seed in range(seeds):
+        if seed in done:
+            continue
+        rows = draw_prior(pool, prior, np.random.default_rng(seed))
+        sigma = calibrate(pool.prediction[rows], truth[rows], settings.target).spread
+        left = pool.proposable()
+        left[rows] = False
+        value = ceiling_first_hit(truth, np.flatnonzero(left), settings.target, settings.tolerance, sigma,
+                                  settings.budget, np.random.default_rng(2000 + seed))
+        _append(out / "ceilings.csv", CEILING_FIELDS, [[seed, repr(sigma), repr(value)]])
+
+
+def _read_ceilings(out: Path) -> dict[int, dict]:
+    return {int(r["seed"]): r for r in _read_log(out / "ceilings.csv", CEILING_FIELDS)}
+
+
+def ceiling_check(ceilings: dict, exact: dict) -> dict:
+    """Mean ceiling first hit and measured error over the keys with both (seeds, or (target, seed))."""
+    keys = sorted(k for k in ceilings if k in exact)
+    if not keys:
+        return {}
+    fh = np.array([float(ceilings[k]["ceiling_first_hit"]) for k in keys])
+    ex = np.array([exact[k] for k in keys])
+    return {"campaigns": len(keys), "sigma_mean": float(np.mean([float(ceilings[k]["sigma"]) for k in keys])),
+            "first_hit_mean": float(fh.mean()), "acceleration_vs_random_exact": float(ex.sum() / fh.sum()),
+            "note": "ranking by a predictor whose Gaussian error is the spread near T each prior measures "
+                    "(unbiased, and known to be): what that accuracy allows on this pool"}
 
 
 def _read_forecasts(out: Path) -> dict[int, dict]:
@@ -264,6 +320,7 @@ def summarize_benchmark(out: str | Path) -> dict:
     summary["forecast_check"] = forecast_check(
         _read_forecasts(out), {n: dict(zip(sorted(per), censored_first(per, sorted(per)))) for n, per in runs.items()},
         exact)
+    summary["ceiling"] = ceiling_check(_read_ceilings(out), exact)
     write_json(out / "summary.json", summary)
     random_found = np.mean([1.0 - survival[k][1:] for k in all_seeds], axis=0)
     plot_benchmark(out / "curves.png", curves, first_hits, random_found, tolerance,
@@ -580,6 +637,8 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
         per_target[repr(t)] = row
     forecasts = {(t, seed): r for t in targets for seed, r in _read_forecasts(target_dir(out, t)).items()}
     summary["forecast_check"] = forecast_check(forecasts, first, exact)
+    summary["ceiling"] = ceiling_check({(t, seed): r for t in targets
+                                        for seed, r in _read_ceilings(target_dir(out, t)).items()}, exact)
     for name in engines:
         keys = sorted(first[name])
         fh = np.array([first[name][k] for k in keys], dtype=float)

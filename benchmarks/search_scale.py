@@ -1,6 +1,6 @@
-"""One suggestion over a large candidate pool: time and memory of the `gp` engine, one core.
+"""One suggestion over a large candidate pool: time and memory of an engine (`gp`, or the default `shell`), one core.
 
-    python benchmarks/search_scale.py [--sizes 50000,500000] [--observations 100,200]
+    python benchmarks/search_scale.py [--sizes 50000,500000] [--observations 100,200] [--engine gp|shell]
 
 For each pool size a synthetic store is written (random 64+32-d vectors, a CGCNN-like prediction), its PCA
 fitted, and a campaign with the given number of observed crystals asks the `gp` engine for 1 and for 4
@@ -45,7 +45,24 @@ def make_store(directory: Path, n: int) -> None:
         w.commit()
 
 
-def child(store: str, n_obs: int, batch: int) -> dict:
+def child_shell(pool, observed, y, batch, rng, t_pool) -> dict:
+    """The ``shell`` engine: no GPy; its GP fit (grid of hyperparameters) and its shell's size reported."""
+    from gapseek.search.engine_shell import IsoGP, ShellEngine
+
+    engine = ShellEngine()
+    t0 = time.perf_counter()
+    picks = engine.propose(pool, observed, y, batch, rng)
+    t_suggest = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    IsoGP(pool.X[observed], np.abs(y - pool.target))
+    t_fit = time.perf_counter() - t0
+    return {"pool": len(pool), "observations": len(observed), "batch": batch, "picks": len(picks),
+            "load_pool_s": t_pool, "suggest_s": t_suggest, "fit_only_s": t_fit,
+            "shell_candidates": engine.last["candidates"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child(store: str, n_obs: int, batch: int, engine: str = "gp") -> dict:
     from gapseek.search.campaign import CampaignSettings, build_pool
     from gapseek.search.engines import GPEngine, gp_posterior
 
@@ -55,6 +72,8 @@ def child(store: str, n_obs: int, batch: int) -> dict:
     rng = np.random.default_rng(1)
     observed = rng.choice(len(pool), size=n_obs, replace=False)
     y = pool.prediction[observed] + rng.normal(scale=0.3, size=n_obs)
+    if engine == "shell":
+        return child_shell(pool, observed, y, batch, rng, t_pool)
     t0 = time.perf_counter()
     import GPy  # noqa: F401  (a once-per-process cost, reported on its own)
 
@@ -85,15 +104,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="50000,500000")
     ap.add_argument("--observations", default="100,200")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--engine", choices=["gp", "shell"], default="gp")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]))))
+        print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]), args.child[3])))
         return 0
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    print(f"{'pool':>8} {'obs':>5} {'batch':>5} {'suggest s':>10} {'GP fit s':>9} {'load pool s':>12} "
-          f"{'import GPy s':>12} {'peak RSS MB':>12} | {'posterior s':>11} {'GPy.predict s':>13} {'ratio':>6} "
-          f"{'max sd rel diff':>15}")
+    if args.engine == "shell":
+        print(f"{'pool':>8} {'obs':>5} {'batch':>5} {'suggest s':>10} {'GP fit s':>9} {'shell':>8} "
+              f"{'load pool s':>12} {'peak RSS MB':>12}")
+    else:
+        print(f"{'pool':>8} {'obs':>5} {'batch':>5} {'suggest s':>10} {'GP fit s':>9} {'load pool s':>12} "
+              f"{'import GPy s':>12} {'peak RSS MB':>12} | {'posterior s':>11} {'GPy.predict s':>13} {'ratio':>6} "
+              f"{'max sd rel diff':>15}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             store = Path(tmp) / f"store-{n}"
@@ -103,9 +127,14 @@ def main() -> int:
             save_pca(store, fit_pca(store, 3, "pooled"))
             for n_obs in (int(s) for s in args.observations.split(",")):
                 for batch in (1, 4):
-                    out = subprocess.run([sys.executable, __file__, "--child", str(store), str(n_obs), str(batch)],
-                                         env=env, capture_output=True, text=True, check=True).stdout
+                    out = subprocess.run([sys.executable, __file__, "--child", str(store), str(n_obs), str(batch),
+                                          args.engine], env=env, capture_output=True, text=True, check=True).stdout
                     r = json.loads(out.strip().splitlines()[-1])
+                    if args.engine == "shell":
+                        print(f"{r['pool']:>8} {r['observations']:>5} {r['batch']:>5} {r['suggest_s']:>10.2f} "
+                              f"{r['fit_only_s']:>9.2f} {r['shell_candidates']:>8} {r['load_pool_s']:>12.2f} "
+                              f"{r['peak_rss_mb']:>12.0f}", flush=True)
+                        continue
                     print(f"{r['pool']:>8} {r['observations']:>5} {r['batch']:>5} {r['suggest_s']:>10.2f} "
                           f"{r['fit_only_s']:>9.2f} {r['load_pool_s']:>12.2f} {r['import_gpy_s']:>12.2f} "
                           f"{r['peak_rss_mb']:>12.0f} | {r['posterior_s']:>11.2f} {r['gpy_predict_s']:>13.2f} "

@@ -83,6 +83,25 @@ def test_the_shell_widens_when_it_runs_out():
     assert w is None and cand.size == 200
 
 
+def test_on_a_big_pool_the_shell_narrows_to_its_nearest_and_batches_rescore_the_best():
+    pool, gap = _pool(noise=0.3)
+    observed = np.random.default_rng(6).choice(len(pool), 100, replace=False)
+    y = gap[observed]
+    wide = {"shell_k": 2.0, "min_candidates": 50}
+    full, cal, w = ShellEngine(**wide).candidates(pool, observed, y)
+    assert full.size > 400
+    capped, _, w_capped = ShellEngine(**wide, max_candidates=200).candidates(pool, observed, y)
+    assert capped.size == 200 and w_capped < w and set(capped) <= set(full)
+    # the 200 kept are the nearest to T in calibrated prediction
+    d = np.abs(cal(pool.prediction[full]) - T)
+    assert np.max(np.abs(cal(pool.prediction[capped]) - T)) <= np.sort(d)[199] + 1e-12
+    # re-scoring a batch among the first pass's best: the first pick is the same, the picks distinct; with a
+    # re-score set as large as the shell, the batch is the one evaluated on every candidate
+    every = [i for i, _ in ShellEngine(**wide, rescore=10**9).propose(pool, observed, y, 4, np.random.default_rng(0))]
+    some = [i for i, _ in ShellEngine(**wide, rescore=50).propose(pool, observed, y, 4, np.random.default_rng(0))]
+    assert some[0] == every[0] and len(set(some)) == 4 and not set(some) & set(observed.tolist())
+
+
 def test_batches_are_distinct_exclude_pending_and_are_deterministic():
     pool, gap = _pool(noise=0.2)
     observed = np.random.default_rng(5).choice(len(pool), 100, replace=False)

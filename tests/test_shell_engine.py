@@ -191,6 +191,26 @@ def test_benchmark_over_targets_reports_per_target_and_aggregate(tmp_path, capsy
     assert "--target T or --targets" in capsys.readouterr().err
 
 
+def test_many_targets_one_seed_print_bands_and_an_interval_over_targets(tmp_path, capsys):
+    import json
+
+    store, labels, gap = _synthetic_store(tmp_path)
+    out = tmp_path / "many"
+    assert main(["benchmark", str(store), "--labels", str(labels), "--tolerance", "0.05", "--budget", "5",
+                 "--prior", "20", "--seeds", "1", "--engines", "predicted", "--out", str(out), "--no-progress",
+                 "--targets", "2.0:3.3:0.05"]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "targets.json").read_text())
+    kept = len(s["targets"])
+    assert kept > 25 and "per band of 0.5 eV of targets" in text
+    assert " 2.00-2.50 " in text and " 2.50-3.00 " in text
+    agg = s["aggregate"]["predicted"]
+    assert agg["acceleration_vs_random_exact_ci95"] is None  # one seed: no interval over seeds
+    lo, hi = agg["acceleration_vs_random_exact_ci95_over_targets"]
+    assert lo <= agg["acceleration_vs_random_exact"] <= hi and lo < hi
+    assert s["ceiling"]["campaigns"] == kept and s["forecast_check"]["campaigns_forecast"] == kept
+
+
 def test_a_lab_driven_by_suggest_and_tell_gets_the_picks_the_benchmark_simulates(tmp_path, capsys):
     """The default engine keeps no state between proposals, so a lab campaign told the true gaps one by one picks
     exactly the crystals a simulated search with the same prior picks: the benchmark measures what a lab gets."""

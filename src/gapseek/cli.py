@@ -866,6 +866,46 @@ def _print_forecast_check(fc: dict | None, ceiling: dict | None = None) -> None:
                       for n, e in fc["engines"].items()))
 
 
+def _print_targets(s: dict, names: list[str]) -> None:
+    print("\nper target: mean first hit* (found share), acceleration vs random's exact expectation [95% CI]")
+    print(f"{'T (eV)':>7}{'random exact*':>14}" + "".join(f"{n:>30}" for n in names))
+    for t in s["targets"]:
+        row = s["per_target"][repr(t)]
+        cells = []
+        for n in names:
+            e = row["engines"].get(n)
+            cells.append("-" if e is None else f"{e['first_hit_mean']:.1f} ({e['found_rate']:.2f}) "
+                         f"{e['acceleration_vs_random_exact']:.2f}" + ("!" if e["worse_than_random_and_predicted"]
+                                                                      else ""))
+        print(f"{t:>7g}{row['random_exact_first_hit_mean']:>14.1f}" + "".join(f"{c:>30}" for c in cells))
+
+
+def _print_target_bands(s: dict, names: list[str], width: float = 0.5) -> None:
+    """Per band of targets: each engine's mean first hit*, its acceleration (sum of random's exact expectations
+    / sum of first hits) and how many of the band's targets it did worse than both random and predicted on."""
+    import math
+
+    bands: dict[float, list[float]] = {}
+    for t in s["targets"]:
+        bands.setdefault(math.floor(t / width + 1e-9) * width, []).append(t)
+    print(f"\nper band of {width:g} eV of targets ({len(s['targets'])} targets; each one in targets.json): mean "
+          "first hit*, acceleration vs random's exact expectation, targets worse than random and predicted")
+    print(f"{'T (eV)':>12}{'targets':>8}{'random exact*':>14}" + "".join(f"{n:>24}" for n in names))
+    for lo, ts in sorted(bands.items()):
+        rows = [s["per_target"][repr(t)] for t in ts]
+        rx = sum(r["random_exact_first_hit_mean"] for r in rows) / len(rows)
+        cells = []
+        for n in names:
+            es = [r["engines"][n] for r in rows if n in r["engines"]]
+            if not es:
+                cells.append("-")
+                continue
+            fh = sum(e["first_hit_mean"] for e in es) / len(es)
+            worse = sum(e["worse_than_random_and_predicted"] for e in es)
+            cells.append(f"{fh:.1f} {rx / fh:.2f}x" + (f" !{worse}" if worse else ""))
+        print(f"{lo:>5.2f}-{lo + width:<6.2f}{len(ts):>8}{rx:>14.1f}" + "".join(f"{c:>24}" for c in cells))
+
+
 def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, get_bar) -> int:
     from gapseek.labels import read_labels
     from gapseek.search.benchmark import run_targets
@@ -889,24 +929,19 @@ def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, 
         ci = e["acceleration_vs_random_exact_ci95"] or e["acceleration_vs_random_exact_ci95_over_targets"]
         return f"{e['acceleration_vs_random_exact']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    print("\nper target: mean first hit* (found share), acceleration vs random's exact expectation [95% CI]")
     names = list(s["aggregate"])
-    print(f"{'T (eV)':>7}{'random exact*':>14}" + "".join(f"{n:>30}" for n in names))
-    for t in s["targets"]:
-        row = s["per_target"][repr(t)]
-        cells = []
-        for n in names:
-            e = row["engines"].get(n)
-            cells.append("-" if e is None else f"{e['first_hit_mean']:.1f} ({e['found_rate']:.2f}) "
-                         f"{e['acceleration_vs_random_exact']:.2f}" + ("!" if e["worse_than_random_and_predicted"]
-                                                                      else ""))
-        print(f"{t:>7g}{row['random_exact_first_hit_mean']:>14.1f}" + "".join(f"{c:>30}" for c in cells))
+    if len(s["targets"]) > 25:  # many targets: per 0.5 eV band here, every target in targets.json
+        _print_target_bands(s, names)
+    else:
+        _print_targets(s, names)
     print("\nover all targets (acceleration = sum of random's exact expectations / sum of first hits; CI over "
           "seeds, or over targets with one seed)")
     print(f"{'engine':<12}{'campaigns':>10}{'mean*':>8}{'median*':>9}{'found':>7}{'accel. vs exact random':>30}"
           f"  worse than random and predicted on")
     for n, e in s["aggregate"].items():
-        worse = ", ".join(f"{t:g}" for t in e["targets_worse_than_random_and_predicted"]) or "none"
+        bad = e["targets_worse_than_random_and_predicted"]
+        worse = (", ".join(f"{t:g}" for t in bad[:10]) + (f" ... ({len(bad)} of {len(s['targets'])} targets)"
+                                                          if len(bad) > 10 else "")) or "none"
         print(f"{n:<12}{e['campaigns']:>10}{e['first_hit_mean']:>8.1f}{e['first_hit_median']:>9.1f}"
               f"{e['found_rate']:>7.2f}{acc(e):>30}  {worse}")
     if s["skipped"]:

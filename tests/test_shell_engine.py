@@ -191,6 +191,17 @@ def test_benchmark_over_targets_reports_per_target_and_aggregate(tmp_path, capsy
     assert "--target T or --targets" in capsys.readouterr().err
 
 
+def test_target_bands_put_the_top_target_in_the_last_band():
+    from gapseek.search.report import target_bands
+
+    targets = [round(1.0 + 0.01 * k, 2) for k in range(301)]
+    idx, edges = target_bands(targets)
+    assert len(edges) == 6 and edges[0] == (1.0, 1.5) and edges[-1] == (3.5, 4.0)
+    assert [int(np.sum(idx == k)) for k in range(6)] == [50, 50, 50, 50, 50, 51]
+    idx, edges = target_bands([2.5])
+    assert list(idx) == [0] and len(edges) == 1
+
+
 def test_many_targets_one_seed_print_bands_and_an_interval_over_targets(tmp_path, capsys):
     import json
 
@@ -203,7 +214,9 @@ def test_many_targets_one_seed_print_bands_and_an_interval_over_targets(tmp_path
     s = json.loads((out / "targets.json").read_text())
     kept = len(s["targets"])
     assert kept > 25 and "per band of 0.5 eV of targets" in text
-    assert " 2.00-2.50 " in text and " 2.50-3.00 " in text
+    lo = min(s["targets"])
+    assert f" {lo:.2f}-{lo + 0.5:.2f} " in text
+    assert (out / "targets.png").stat().st_size > 10_000
     agg = s["aggregate"]["predicted"]
     assert agg["acceleration_vs_random_exact_ci95"] is None  # one seed: no interval over seeds
     lo, hi = agg["acceleration_vs_random_exact_ci95_over_targets"]

@@ -883,15 +883,16 @@ def _print_targets(s: dict, names: list[str]) -> None:
 def _print_target_bands(s: dict, names: list[str], width: float = 0.5) -> None:
     """Per band of targets: each engine's mean first hit*, its acceleration (sum of random's exact expectations
     / sum of first hits) and how many of the band's targets it did worse than both random and predicted on."""
-    import math
+    from gapseek.search.report import target_bands
 
-    bands: dict[float, list[float]] = {}
-    for t in s["targets"]:
-        bands.setdefault(math.floor(t / width + 1e-9) * width, []).append(t)
+    idx, edges = target_bands(s["targets"], width)
+    bands = {edges[k]: [t for t, j in zip(s["targets"], idx) if j == k] for k in range(len(edges))}
     print(f"\nper band of {width:g} eV of targets ({len(s['targets'])} targets; each one in targets.json): mean "
           "first hit*, acceleration vs random's exact expectation, targets worse than random and predicted")
     print(f"{'T (eV)':>12}{'targets':>8}{'random exact*':>14}" + "".join(f"{n:>24}" for n in names))
-    for lo, ts in sorted(bands.items()):
+    for (lo, hi), ts in bands.items():
+        if not ts:
+            continue
         rows = [s["per_target"][repr(t)] for t in ts]
         rx = sum(r["random_exact_first_hit_mean"] for r in rows) / len(rows)
         cells = []
@@ -903,7 +904,7 @@ def _print_target_bands(s: dict, names: list[str], width: float = 0.5) -> None:
             fh = sum(e["first_hit_mean"] for e in es) / len(es)
             worse = sum(e["worse_than_random_and_predicted"] for e in es)
             cells.append(f"{fh:.1f} {rx / fh:.2f}x" + (f" !{worse}" if worse else ""))
-        print(f"{lo:>5.2f}-{lo + width:<6.2f}{len(ts):>8}{rx:>14.1f}" + "".join(f"{c:>24}" for c in cells))
+        print(f"{lo:>5.2f}-{hi:<6.2f}{len(ts):>8}{rx:>14.1f}" + "".join(f"{c:>24}" for c in cells))
 
 
 def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, get_bar) -> int:

@@ -35,7 +35,7 @@ from gapseek.search.campaign import CampaignSettings, SimResult, build_pool, dra
 from gapseek.search.engine_shell import calibrate
 from gapseek.search.engines import make_engine
 from gapseek.search.forecast import forecast_pool
-from gapseek.search.report import engine_summary, plot_benchmark, write_json
+from gapseek.search.report import engine_summary, plot_benchmark, plot_targets, write_json
 
 __all__ = ["BENCHMARK_FORMAT", "bootstrap_ratio_ci", "random_first_hit_expectation", "random_survival",
            "run_benchmark", "summarize_benchmark"]
@@ -652,4 +652,11 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
             "targets_worse_than_random_and_predicted": [t for t in targets if per_target[repr(t)]["engines"].get(
                 name, {}).get("worse_than_random_and_predicted")]}
     write_json(out / TARGETS_FILE, summary)
+    if len(targets) > 1:
+        per = {name: np.array([per_target[repr(t)]["engines"].get(name, {}).get("first_hit_mean", np.nan)
+                               for t in targets]) for name in engines if name != "random"}
+        rx = np.array([per_target[repr(t)]["random_exact_first_hit_mean"] for t in targets])
+        seeds = sorted({s for (_, s) in exact})
+        plot_targets(out / "targets.png", np.array(targets), per, rx, budget,
+                     f"{len(targets)} targets, {len(seeds)} seed(s) each, budget {budget}")
     return summary

@@ -208,3 +208,78 @@ def plot_benchmark(path: str | Path, curves: dict[str, np.ndarray], first_hits: 
                frameon=False, handlelength=2.2, columnspacing=1.2)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def target_bands(targets, width: float = 0.5) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Each target's band (index) and the bands' (low, high) edges: ``width`` eV from the lowest target, the
+    highest target in the last band (1.0-4.0 gives 1-1.5, ..., 3.5-4, 4.0 in the last, not in a band of its own)."""
+    t = np.asarray(targets, dtype=float)
+    lo = float(t.min())
+    nb = max(1, int(round((float(t.max()) - lo) / width)))
+    idx = np.clip(np.floor((t - lo) / width + 1e-9).astype(int), 0, nb - 1)
+    edges = [(lo + k * width, lo + (k + 1) * width) for k in range(nb)]
+    edges[-1] = (edges[-1][0], max(edges[-1][1], float(t.max())))
+    return idx, edges
+
+
+def plot_targets(path: str | Path, targets: np.ndarray, first_hit: dict[str, np.ndarray], random_exact: np.ndarray,
+                 budget: int, title: str, window: float = 0.25) -> None:
+    """A benchmark over many targets at a glance. Left: each engine's mean first hit per target (``first_hit``:
+    engine -> ``len(targets)`` values, NaN where it did not run; censored at ``budget + 1``) as faint points and
+    as a running mean over +- ``window`` eV, random's exact expectation as a broad grey line. Right: the
+    acceleration over random's exact expectation per 0.5 eV band of targets (sum over sum), one bar per engine."""
+    plt = _plt()
+
+    targets = np.asarray(targets, dtype=float)
+    order = np.argsort(targets)
+    targets, random_exact = targets[order], np.asarray(random_exact, dtype=float)[order]
+    names = list(first_hit)
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.4), gridspec_kw={"width_ratios": [1.6, 1.0]})
+
+    def running(v: np.ndarray) -> np.ndarray:
+        out = np.full(v.size, np.nan)
+        for i, t in enumerate(targets):
+            m = (np.abs(targets - t) <= window + 1e-9) & np.isfinite(v)
+            out[i] = v[m].mean() if m.any() else np.nan
+        return out
+
+    left.plot(targets, running(random_exact), color="0.45", lw=5, alpha=0.45, label="random picking (exact)")
+    for k, name in enumerate(names):
+        v = np.asarray(first_hit[name], dtype=float)[order]
+        c = f"C{k % 10}"
+        if targets.size > 1:
+            left.scatter(targets, v, s=7, color=c, alpha=0.25, lw=0)
+        left.plot(targets, running(v), color=c, lw=2, marker=markers[k % len(markers)], ms=5,
+                  markevery=max(1, targets.size // 12), mec="k", mew=0.4, label=name)
+    left.axhline(budget + 1, color="0.6", lw=0.8, ls=":")
+    left.text(targets.min(), budget + 1, " no hit (counted as budget + 1)", fontsize=7, va="bottom", color="0.4")
+    left.set_ylim(0, (budget + 1) * 1.1)
+    left.set_xlabel("target band gap T (eV)")
+    left.set_ylabel("first hit (trial); lower is better")
+    left.set_title(f"first hit by target (points: each target; lines: mean over ±{window:g} eV)", fontsize=10)
+    left.grid(alpha=0.25)
+    left.legend(fontsize=8, loc="upper right")
+
+    band, edges = target_bands(targets)
+    width = 0.8 / max(len(names), 1)
+    for k, name in enumerate(names):
+        v = np.asarray(first_hit[name], dtype=float)[order]
+        acc = []
+        for b in range(len(edges)):
+            m = (band == b) & np.isfinite(v)
+            acc.append(random_exact[m].sum() / v[m].sum() if m.any() else np.nan)
+        right.bar(np.arange(len(edges)) + (k - (len(names) - 1) / 2) * width, acc, width, color=f"C{k % 10}",
+                  label=name, edgecolor="k", lw=0.3)
+    right.axhline(1.0, color="0.45", lw=2, alpha=0.6, label="random (1x)")
+    right.set_xticks(np.arange(len(edges)), [f"{a:g}–{b:g}\n({int(np.sum(band == k))})"
+                                             for k, (a, b) in enumerate(edges)], fontsize=8)
+    right.set_xlabel("targets (eV), (how many)")
+    right.set_ylabel("acceleration over random (exact); higher is better")
+    right.set_title("per 0.5 eV band of targets", fontsize=10)
+    right.grid(alpha=0.25, axis="y")
+    right.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

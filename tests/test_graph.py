@@ -47,12 +47,16 @@ def test_sparse_cell_is_padded_like_the_original(tmp_path):
     assert (g.nbr_idx[g.nbr_dist == 9.0] == 0).all()
 
 
-def test_ties_between_different_atoms_are_counted():
+def test_ties_between_different_atoms_are_counted(tmp_path):
     # rocksalt conventional cell: 6 Cl then 12 Na at a/sqrt(2) -> the 12th and 13th tie, over 3 other Na sites
     g = build_graph(read_crystal(EXAMPLES / "NaCl.cif"))
     assert g.n_tied == 8
-    # sparse 2-atom cell: no atom has more than 12 neighbours, so nothing can tie
-    assert build_graph(read_crystal(EXAMPLES / "ZnO.cif")).n_padded == 0
+    # a cell without symmetry, atoms at irregular positions: no two neighbour distances are equal, no tie
+    f = write_cif(tmp_path / "irregular.cif", "P 1", (5.1, 5.7, 6.3, 84, 93, 101),
+                  [("Na1", "Na", 0.03, 0.11, 0.07, 1), ("Cl1", "Cl", 0.47, 0.58, 0.44, 1),
+                   ("Na2", "Na", 0.21, 0.69, 0.83, 1), ("Cl2", "Cl", 0.76, 0.29, 0.61, 1)])
+    irregular = build_graph(read_crystal(f))
+    assert irregular.n_tied == 0 and irregular.n_padded == 0  # (rock salt above: 8 atoms tied)
 
 
 def test_gaussian_expansion_has_41_centres_and_peaks_on_them():

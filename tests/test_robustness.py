@@ -84,8 +84,10 @@ def test_too_many_atoms_is_a_failure_not_a_crash(tmp_path, model_dir):
     assert fails and fails[0][1].startswith("too-many-atoms")
 
 
-@pytest.mark.parametrize("bad_arg", [["--workers", "0"], ["--device", "tpu"]])
-def test_invalid_options_fail_loudly(tmp_path, model_dir, bad_arg, capsys):
+@pytest.mark.parametrize("bad_arg,said", [(["--workers", "0"], "workers must be >= 1; got 0"),
+                                          (["--device", "tpu"], "device must be cpu, cuda, cuda:N or auto; got 'tpu'")])
+def test_invalid_options_fail_loudly(tmp_path, model_dir, bad_arg, said, capsys):
     rc = main(["featurize", str(EXAMPLES), "--out", str(tmp_path / "s"), "--model", str(model_dir), *bad_arg])
     assert rc == 1
-    assert "error" in capsys.readouterr().err
+    assert f"gapseek: error: {said}" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # refused before anything was written

@@ -880,31 +880,21 @@ def _print_targets(s: dict, names: list[str]) -> None:
         print(f"{t:>7g}{row['random_exact_first_hit_mean']:>14.1f}" + "".join(f"{c:>30}" for c in cells))
 
 
-def _print_target_bands(s: dict, names: list[str], width: float = 0.5) -> None:
-    """Per band of targets: each engine's mean first hit*, its acceleration (sum of random's exact expectations
-    / sum of first hits) and how many of the band's targets it did worse than both random and predicted on."""
-    from gapseek.search.report import target_bands
-
-    idx, edges = target_bands(s["targets"], width)
-    bands = {edges[k]: [t for t, j in zip(s["targets"], idx) if j == k] for k in range(len(edges))}
-    print(f"\nper band of {width:g} eV of targets ({len(s['targets'])} targets; each one in targets.json): mean "
+def _print_target_bands(s: dict, names: list[str]) -> None:
+    """Per band of targets (targets.json's ``bands``): each engine's mean first hit*, its acceleration and how many
+    of the band's targets it did worse than both random and predicted on."""
+    print(f"\nper band of 0.5 eV of targets ({len(s['targets'])} targets; each one in targets.json): mean "
           "first hit*, acceleration vs random's exact expectation, targets worse than random and predicted")
     print(f"{'T (eV)':>12}{'targets':>8}{'random exact*':>14}" + "".join(f"{n:>24}" for n in names))
-    for (lo, hi), ts in bands.items():
-        if not ts:
-            continue
-        rows = [s["per_target"][repr(t)] for t in ts]
-        rx = sum(r["random_exact_first_hit_mean"] for r in rows) / len(rows)
+    for band in s["bands"]:
         cells = []
         for n in names:
-            es = [r["engines"][n] for r in rows if n in r["engines"]]
-            if not es:
-                cells.append("-")
-                continue
-            fh = sum(e["first_hit_mean"] for e in es) / len(es)
-            worse = sum(e["worse_than_random_and_predicted"] for e in es)
-            cells.append(f"{fh:.1f} {rx / fh:.2f}x" + (f" !{worse}" if worse else ""))
-        print(f"{lo:>5.2f}-{hi:<6.2f}{len(ts):>8}{rx:>14.1f}" + "".join(f"{c:>24}" for c in cells))
+            e = band["engines"].get(n)
+            worse = 0 if e is None else e["targets_worse_than_random_and_predicted"]
+            cells.append("-" if e is None else f"{e['first_hit_mean']:.1f} {e['acceleration_vs_random_exact']:.2f}x"
+                         + (f" !{worse}" if worse else ""))
+        print(f"{band['low']:>5.2f}-{band['high']:<6.2f}{band['targets']:>8}{band['random_exact_first_hit_mean']:>14.1f}"
+              + "".join(f"{c:>24}" for c in cells))
 
 
 def _benchmark_targets(args, settings, targets, engines, prior, progress, plan, get_bar) -> int:

@@ -35,7 +35,7 @@ from gapseek.search.campaign import CampaignSettings, SimResult, build_pool, dra
 from gapseek.search.engine_shell import calibrate
 from gapseek.search.engines import make_engine
 from gapseek.search.forecast import forecast_pool
-from gapseek.search.report import engine_summary, plot_benchmark, plot_targets, write_json
+from gapseek.search.report import engine_summary, plot_benchmark, plot_targets, target_bands, write_json
 
 __all__ = ["BENCHMARK_FORMAT", "bootstrap_ratio_ci", "random_first_hit_expectation", "random_survival",
            "run_benchmark", "summarize_benchmark"]
@@ -110,17 +110,19 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
             log.info("resuming %s: %d campaign(s) recorded, %d to run", out, len(done), len(todo))
         if on_plan:
             on_plan(len(done), len(todo))
-        _forecast_seeds(out, pool, truth, settings, seeds, prior)
-        _ceiling_seeds(out, pool, truth, settings, seeds, prior)
-        priors: dict[int, tuple[np.ndarray, int, float]] = {}
+        drawn: dict[int, np.ndarray] = {}
+
+        def prior_rows(seed: int) -> np.ndarray:  # seed s draws the same prior for every engine and every log
+            if seed not in drawn:
+                drawn[seed] = draw_prior(pool, prior, np.random.default_rng(seed))
+            return drawn[seed]
+
+        _per_seed_logs(out, pool, truth, settings, seeds, prior_rows)
         for seed, name in todo:
-            if seed not in priors:
-                rows = draw_prior(pool, prior, np.random.default_rng(seed))
-                prior_hits = int(np.sum(np.abs(truth[rows] - settings.target) <= settings.tolerance))
-                expected = float(random_survival(len(pool) - len(rows), hits_in_pool - prior_hits,
-                                                 settings.budget).sum())
-                priors[seed] = (rows, prior_hits, expected)
-            rows, prior_hits, expected = priors[seed]
+            rows = prior_rows(seed)
+            prior_hits = int(np.sum(np.abs(truth[rows] - settings.target) <= settings.tolerance))
+            expected = float(random_survival(len(pool) - len(rows), hits_in_pool - prior_hits,
+                                             settings.budget).sum())
             res = simulate(pool, truth, make_engine(name), rows, settings.budget, settings.batch,
                            np.random.default_rng(1000 + seed))
             res.seed = seed
@@ -138,23 +140,34 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
         return summarize_benchmark(out)
 
 
-def _forecast_seeds(out: Path, pool, truth: np.ndarray, settings: CampaignSettings, seeds: int, prior) -> None:
-    """Append to ``forecasts.csv`` the forecast of every seed that lacks one (from its prior alone, as a lab would
-    make it before the first trial; :func:`gapseek.search.forecast.forecast_pool`)."""
-    done = {int(r["seed"]) for r in _read_log(out / "forecasts.csv", FORECAST_FIELDS)}
+def _per_seed_logs(out: Path, pool, truth: np.ndarray, settings: CampaignSettings, seeds: int,
+                   prior_rows: Callable[[int], np.ndarray]) -> None:
+    """Append to ``forecasts.csv`` and ``ceilings.csv`` the row of every seed that lacks one, from that seed's
+    prior alone (``prior_rows(seed)``), as a lab would see it before the first trial: the forecast
+    (:func:`gapseek.search.forecast.forecast_pool`) and the ceiling (:func:`ceiling_first_hit`, ``sigma`` being the
+    calibrated prediction's spread near T that the prior measures, the forecast's calibration)."""
+    have_forecast = {int(r["seed"]) for r in _read_log(out / "forecasts.csv", FORECAST_FIELDS)}
+    have_ceiling = {int(r["seed"]) for r in _read_log(out / "ceilings.csv", CEILING_FIELDS)}
     for seed in range(seeds):
-        if seed in done:
-            continue
-        rows = draw_prior(pool, prior, np.random.default_rng(seed))
-        try:
-            fc = forecast_pool(pool, rows, truth[rows], settings.budget, n_boot=FORECAST_BOOTSTRAP, seed=seed)
-        except ConfigError as exc:
-            log.warning("%s seed %d: no forecast (%s)", out, seed, exc)
-            continue
-        _append(out / "forecasts.csv", FORECAST_FIELDS,
-                [[seed, repr(fc.engine_first_hit), repr(fc.engine_first_hit_interval[0]),
-                  repr(fc.engine_first_hit_interval[1]), *fc.first_hit_quantiles, repr(fc.engine_hits),
-                  repr(fc.random_first_hit), repr(fc.pool_hits)]])
+        if seed not in have_forecast:
+            rows = prior_rows(seed)
+            try:
+                fc = forecast_pool(pool, rows, truth[rows], settings.budget, n_boot=FORECAST_BOOTSTRAP, seed=seed)
+            except ConfigError as exc:
+                log.warning("%s seed %d: no forecast (%s)", out, seed, exc)
+            else:
+                _append(out / "forecasts.csv", FORECAST_FIELDS,
+                        [[seed, repr(fc.engine_first_hit), repr(fc.engine_first_hit_interval[0]),
+                          repr(fc.engine_first_hit_interval[1]), *fc.first_hit_quantiles, repr(fc.engine_hits),
+                          repr(fc.random_first_hit), repr(fc.pool_hits)]])
+        if seed not in have_ceiling:
+            rows = prior_rows(seed)
+            sigma = calibrate(pool.prediction[rows], truth[rows], settings.target).spread
+            left = pool.proposable()
+            left[rows] = False
+            value = ceiling_first_hit(truth, np.flatnonzero(left), settings.target, settings.tolerance, sigma,
+                                      settings.budget, np.random.default_rng(2000 + seed))
+            _append(out / "ceilings.csv", CEILING_FIELDS, [[seed, repr(sigma), repr(value)]])
 
 
 def ceiling_first_hit(truth: np.ndarray, candidates: np.ndarray, target: float, tolerance: float, sigma: float,
@@ -172,22 +185,6 @@ def ceiling_first_hit(truth: np.ndarray, candidates: np.ndarray, target: float, 
         h = hit[top]
         firsts.append(int(np.argmax(h)) + 1 if h.any() else budget + 1)
     return float(np.mean(firsts))
-
-
-def _ceiling_seeds(out: Path, pool, truth: np.ndarray, settings: CampaignSettings, seeds: int, prior) -> None:
-    """Append to ``ceilings.csv`` each seed's ceiling (:func:`ceiling_first_hit`) lacking one, ``sigma`` being the
-    calibrated prediction's spread near T that the seed's prior measures (the forecast's calibration)."""
-    done = {int(r["seed"]) for r in _read_log(out / "ceilings.csv", CEILING_FIELDS)}
-    for seed in range(seeds):
-        if seed in done:
-            continue
-        rows = draw_prior(pool, prior, np.random.default_rng(seed))
-        sigma = calibrate(pool.prediction[rows], truth[rows], settings.target).spread
-        left = pool.proposable()
-        left[rows] = False
-        value = ceiling_first_hit(truth, np.flatnonzero(left), settings.target, settings.tolerance, sigma,
-                                  settings.budget, np.random.default_rng(2000 + seed))
-        _append(out / "ceilings.csv", CEILING_FIELDS, [[seed, repr(sigma), repr(value)]])
 
 
 def _read_ceilings(out: Path) -> dict[int, dict]:
@@ -556,6 +553,24 @@ def run_targets(store: str | Path, labels: dict[str, float], settings: CampaignS
     return summarize_targets(out, [t for t in targets if repr(t) not in skipped], skipped)
 
 
+def _grouped_ratio_ci(keys: list[tuple[float, int]], numerator: dict, denominator: dict, group: int,
+                      seed: int) -> list[float] | None:
+    """95% bootstrap interval of ``sum(numerator) / sum(denominator)`` over ``keys`` ((target, seed) pairs),
+    resampling whole groups: ``group`` 1 resamples the seeds (each with all its targets), 0 the targets (each with
+    all its seeds). None with fewer than 2 groups."""
+    groups = sorted({k[group] for k in keys})
+    if len(groups) < 2:
+        return None
+    pos = {g: i for i, g in enumerate(groups)}
+    num, den = np.zeros(len(groups)), np.zeros(len(groups))
+    for k in keys:
+        num[pos[k[group]]] += numerator[k]
+        den[pos[k[group]]] += denominator[k]
+    j = np.random.default_rng(seed).integers(len(groups), size=(4000, len(groups)))
+    r = num[j].sum(axis=1) / den[j].sum(axis=1)
+    return [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+
+
 def summarize_targets(out: str | Path, targets: list[float], skipped: dict | None = None) -> dict:
     """Per target and over all targets, per engine: mean and median first hit (a campaign without a hit counts as
     budget + 1), the share of campaigns with a hit, random's exact expected first hit, the acceleration over it
@@ -580,37 +595,16 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
         raise InputError(f"{out}: no finished campaign under any target")
     engines = list(first)
     all_seeds = sorted({s for (_, s) in exact})
-    idx = np.random.default_rng(12345).integers(len(all_seeds), size=(4000, len(all_seeds)))
 
     def accel(name: str, keys: list[tuple[float, int]]) -> tuple[float, list[float] | None]:
+        """The ratio and its interval from resampling the seeds (each with all its targets)."""
         keys = [k for k in keys if k in first[name]]
-        ex = np.array([exact[k] for k in keys])
-        fh = np.array([first[name][k] for k in keys], dtype=float)
-        point = float(ex.sum() / fh.sum())
-        if len(all_seeds) < 2:
-            return point, None
-        # per seed sums over the targets, resampled by seed
-        pos = {s: i for i, s in enumerate(all_seeds)}
-        ex_s, fh_s = np.zeros(len(all_seeds)), np.zeros(len(all_seeds))
-        for k, e, f in zip(keys, ex, fh):
-            ex_s[pos[k[1]]] += e
-            fh_s[pos[k[1]]] += f
-        r = ex_s[idx].sum(axis=1) / fh_s[idx].sum(axis=1)
-        return point, [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+        point = float(sum(exact[k] for k in keys) / sum(first[name][k] for k in keys))
+        return point, _grouped_ratio_ci(keys, exact, first[name], group=1, seed=12345)
 
     def accel_over_targets(name: str, keys: list[tuple[float, int]]) -> list[float] | None:
         """The same ratio, its interval from resampling the targets (each with all its seeds)."""
-        ts = sorted({k[0] for k in keys})
-        if len(ts) < 2:
-            return None
-        pos = {t: i for i, t in enumerate(ts)}
-        ex_t, fh_t = np.zeros(len(ts)), np.zeros(len(ts))
-        for k in keys:
-            ex_t[pos[k[0]]] += exact[k]
-            fh_t[pos[k[0]]] += first[name][k]
-        j = np.random.default_rng(54321).integers(len(ts), size=(4000, len(ts)))
-        r = ex_t[j].sum(axis=1) / fh_t[j].sum(axis=1)
-        return [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+        return _grouped_ratio_ci(keys, exact, first[name], group=0, seed=54321)
 
     summary = {"targets": targets, "skipped": skipped or {}, "budget": budget, "censored_at": (budget or 0) + 1,
                "censoring": "first hit means and medians count a campaign without a hit as censored_at = budget + "
@@ -651,12 +645,40 @@ def summarize_targets(out: str | Path, targets: list[float], skipped: dict | Non
             "acceleration_vs_random_exact_ci95_over_targets": accel_over_targets(name, keys),
             "targets_worse_than_random_and_predicted": [t for t in targets if per_target[repr(t)]["engines"].get(
                 name, {}).get("worse_than_random_and_predicted")]}
+    summary["bands"] = _bands(targets, per_target, engines)
     write_json(out / TARGETS_FILE, summary)
     if len(targets) > 1:
         per = {name: np.array([per_target[repr(t)]["engines"].get(name, {}).get("first_hit_mean", np.nan)
                                for t in targets]) for name in engines if name != "random"}
         rx = np.array([per_target[repr(t)]["random_exact_first_hit_mean"] for t in targets])
-        seeds = sorted({s for (_, s) in exact})
-        plot_targets(out / "targets.png", np.array(targets), per, rx, budget,
-                     f"{len(targets)} targets, {len(seeds)} seed(s) each, budget {budget}")
+        plot_targets(out / "targets.png", np.array(targets), per, rx, summary["bands"], budget,
+                     f"{len(targets)} targets, {len(all_seeds)} seed(s) each, budget {budget}")
     return summary
+
+
+def _bands(targets: list[float], per_target: dict, engines: list[str], width: float = 0.5) -> list[dict]:
+    """Per band of ``width`` eV of targets (:func:`gapseek.search.report.target_bands`): how many targets, random's
+    mean exact expectation, and per engine its mean first hit, its acceleration (sum of random's exact
+    expectations / sum of first hits, over the band's targets it ran) and on how many targets it did worse than
+    both random and ``predicted``."""
+    idx, edges = target_bands(targets, width)
+    out = []
+    for k, (lo, hi) in enumerate(edges):
+        rows = [per_target[repr(t)] for t, j in zip(targets, idx) if j == k]
+        if not rows:
+            continue
+        band = {"low": lo, "high": hi, "targets": len(rows),
+                "random_exact_first_hit_mean": float(np.mean([r["random_exact_first_hit_mean"] for r in rows])),
+                "engines": {}}
+        for name in engines:
+            ran = [r for r in rows if name in r["engines"]]
+            if not ran:
+                continue
+            fh = [r["engines"][name]["first_hit_mean"] for r in ran]
+            band["engines"][name] = {
+                "first_hit_mean": float(np.mean(fh)),
+                "acceleration_vs_random_exact": float(sum(r["random_exact_first_hit_mean"] for r in ran) / sum(fh)),
+                "targets_worse_than_random_and_predicted": sum(r["engines"][name]["worse_than_random_and_predicted"]
+                                                               for r in ran)}
+        out.append(band)
+    return out

@@ -41,7 +41,7 @@ from gapseek.errors import ConfigError
 from gapseek.search.acquisition import expected_improvement_abs
 from gapseek.search.engines import Engine, Pool, _unexplored, one_thread
 
-__all__ = ["Calibration", "IsoGP", "ShellEngine", "calibrate"]
+__all__ = ["Calibration", "IsoGP", "ShellEngine", "calibrate", "leaves_metals_out"]
 
 _SQRT5 = np.sqrt(5.0)
 
@@ -72,13 +72,19 @@ def _biweight(r: np.ndarray, scale: float, c: float = 4.685) -> np.ndarray:
     return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
 
 
+def leaves_metals_out(target: float, metal_gap: float = 1e-3) -> bool:
+    """Whether metals (gap <= ``metal_gap``) are left out of the calibration for ``target``: when T is away from 0,
+    their residuals say nothing about where gaps near T lie."""
+    return target > 2 * metal_gap + 0.05
+
+
 def calibrate(prediction: np.ndarray, gap: np.ndarray, target: float, bandwidth: float = 0.5,
               min_labels: int = 8, min_spread: float = 0.05, min_t: float = 2.0,
               metal_gap: float = 1e-3, iters: int = 10) -> Calibration:
     """Robust calibration of the prediction on labelled crystals (see the module). Deterministic."""
     p = np.asarray(prediction, dtype=float)
     g = np.asarray(gap, dtype=float)
-    if target > 2 * metal_gap + 0.05:
+    if leaves_metals_out(target, metal_gap):
         keep = g > metal_gap
         p, g = p[keep], g[keep]
     n = p.size

@@ -6,7 +6,7 @@ nothing else. The model behind it is the one the ``shell`` engine uses to place 
 - **Calibration** (:func:`gapseek.search.engine_shell.calibrate`): ``gap ~ a + b * prediction`` near ``T``.
 - **Residuals**: the non-metal labels' residuals ``gap - (a + b * prediction)``, each weighted by how near ``T``
   its calibrated prediction lies (a Gaussian of width ``bandwidth``), smoothed by a Gaussian kernel of width ``h``
-  (``h = max(0.3 * spread, min_h)``). The empirical residuals keep their heavy tails, which a Gaussian of the
+  (``h = max(0.3 * spread, MIN_H)``, 0.02 eV). The empirical residuals keep their heavy tails, which a Gaussian of the
   robust spread would not.
 - **Metals**: a candidate is a metal (gap 0) with the weighted share of metals among the labels near ``T``.
 - A candidate's **hit probability** ``p_i = P(|gap_i - T| <= D)`` follows; hits are taken as independent.
@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from gapseek.errors import ConfigError
-from gapseek.search.engine_shell import calibrate
+from gapseek.search.engine_shell import Calibration, calibrate, leaves_metals_out
 
 __all__ = ["Forecast", "forecast", "forecast_pool", "hit_probabilities"]
 
@@ -92,44 +92,60 @@ def _t(t: int, budget: int) -> str:
     return f">{budget}" if t > budget else str(t)
 
 
-def _model(lp: np.ndarray, lg: np.ndarray, target: float, bandwidth: float, min_h: float, metal_gap: float):
-    if lp.shape != lg.shape or lp.ndim != 1:
-        raise ConfigError("labels: as many predictions as gaps, one each")
-    if lp.size < 8:
-        raise ConfigError(f"a forecast needs at least 8 labelled crystals; got {lp.size}")
-    cal = calibrate(lp, lg, target, bandwidth=bandwidth)
-    c_lab = cal(lp)
-    near = np.exp(-0.5 * ((c_lab - target) / bandwidth) ** 2) + 1e-12
-    away_from_0 = target > 2 * metal_gap + 0.05
-    metal = lg <= metal_gap
-    metal_share = float(np.sum(near * metal) / np.sum(near)) if away_from_0 else 0.0
-    keep = ~metal if away_from_0 else np.ones(lp.size, dtype=bool)
-    if not keep.any():
-        raise ConfigError("a forecast needs labelled crystals that are not metals")
-    w = near[keep] / near[keep].sum()
-    return cal, lg[keep] - c_lab[keep], w, max(0.3 * cal.spread, min_h), metal_share
+MIN_H = 0.02  # eV: the smallest kernel width for the residuals
+METAL_GAP = 1e-3  # eV: a label at or below this is a metal
 
 
-def _p(model, calibrated: np.ndarray, target: float, tolerance: float) -> np.ndarray:
-    _, r, w, h, metal_share = model
-    p = np.zeros(calibrated.size)
-    for s in range(0, calibrated.size, 4096):  # blocks: n x m stays small for 500,000 candidates
-        mu = calibrated[s:s + 4096, None] + r[None, :]
-        p[s:s + 4096] = (ndtr((target + tolerance - mu) / h) - ndtr((target - tolerance - mu) / h)) @ w
-    return p * (1.0 - metal_share)
+@dataclass(frozen=True)
+class _HitModel:
+    """The calibration, the non-metal labels' residuals (``m``) with their weights near T, the kernel width, and
+    the weighted share of metals near T."""
+
+    cal: Calibration
+    residuals: np.ndarray
+    weights: np.ndarray
+    h: float
+    metal_share: float
+
+    @classmethod
+    def fit(cls, lp: np.ndarray, lg: np.ndarray, target: float, bandwidth: float) -> _HitModel:
+        if lp.shape != lg.shape or lp.ndim != 1:
+            raise ConfigError("labels: as many predictions as gaps, one each")
+        if lp.size < 8:
+            raise ConfigError(f"a forecast needs at least 8 labelled crystals; got {lp.size}")
+        cal = calibrate(lp, lg, target, bandwidth=bandwidth, metal_gap=METAL_GAP)
+        c_lab = cal(lp)
+        near = np.exp(-0.5 * ((c_lab - target) / bandwidth) ** 2) + 1e-12
+        metal = lg <= METAL_GAP
+        away_from_0 = leaves_metals_out(target, METAL_GAP)
+        metal_share = float(np.sum(near * metal) / np.sum(near)) if away_from_0 else 0.0
+        keep = ~metal if away_from_0 else np.ones(lp.size, dtype=bool)
+        if not keep.any():
+            raise ConfigError("a forecast needs labelled crystals that are not metals")
+        return cls(cal, lg[keep] - c_lab[keep], near[keep] / near[keep].sum(), max(0.3 * cal.spread, MIN_H),
+                   metal_share)
+
+    def p(self, calibrated: np.ndarray, target: float, tolerance: float) -> np.ndarray:
+        """``n`` hit probabilities of crystals with these calibrated predictions (``n``)."""
+        p = np.zeros(calibrated.size)
+        r, h = self.residuals[None, :], self.h
+        for s in range(0, calibrated.size, 4096):  # blocks: n x m stays small for 500,000 candidates
+            mu = calibrated[s:s + 4096, None] + r
+            p[s:s + 4096] = (ndtr((target + tolerance - mu) / h) - ndtr((target - tolerance - mu) / h)) @ self.weights
+        return p * (1.0 - self.metal_share)
+
+    def params(self) -> dict:
+        return {"a": self.cal.a, "b": self.cal.b, "spread": self.cal.spread, "kernel_h": self.h,
+                "metal_share": self.metal_share, "useful": self.cal.useful}
 
 
 def hit_probabilities(prediction: np.ndarray, label_prediction: np.ndarray, label_gap: np.ndarray, target: float,
-                      tolerance: float, bandwidth: float = 0.5, min_h: float = 0.02,
-                      metal_gap: float = 1e-3) -> tuple[np.ndarray, dict]:
+                      tolerance: float, bandwidth: float = 0.5) -> tuple[np.ndarray, dict]:
     """``n`` hit probabilities ``P(|gap - T| <= D)`` of the crystals whose CGCNN predictions are ``prediction``
     (``n``), from the labels (``m`` predictions and gaps); and the model's parameters (see the module)."""
-    model = _model(np.asarray(label_prediction, dtype=float), np.asarray(label_gap, dtype=float), target,
-                   bandwidth, min_h, metal_gap)
-    cal, _, _, h, metal_share = model
-    p = _p(model, cal(np.asarray(prediction, dtype=float)), target, tolerance)
-    return p, {"a": cal.a, "b": cal.b, "spread": cal.spread, "kernel_h": h, "metal_share": metal_share,
-               "useful": cal.useful}
+    model = _HitModel.fit(np.asarray(label_prediction, dtype=float), np.asarray(label_gap, dtype=float), target,
+                          bandwidth)
+    return model.p(model.cal(np.asarray(prediction, dtype=float)), target, tolerance), model.params()
 
 
 def _survival(p_sorted: np.ndarray, budget: int) -> np.ndarray:
@@ -143,20 +159,17 @@ def _one(prediction, lp, lg, target, tolerance, budget, bandwidth, sample, neare
     ``budget`` hit probabilities are looked for among the ``nearest`` candidates in calibrated prediction (the
     probability is a smooth function of it, flat over that window), random's share of hits is estimated on the
     candidates of ``sample`` (all, or a fixed random subsample)."""
-    model = _model(lp, lg, target, bandwidth, 0.02, 1e-3)
-    cal, _, _, h, metal_share = model
-    c = cal(prediction)
+    model = _HitModel.fit(lp, lg, target, bandwidth)
+    c = model.cal(prediction)
     d = np.abs(c - target)
     near = np.argpartition(d, nearest - 1)[:nearest] if nearest < c.size else np.arange(c.size)
-    top = np.sort(_p(model, c[near], target, tolerance))[::-1][:budget]
+    top = np.sort(model.p(c[near], target, tolerance))[::-1][:budget]
     s_eng = _survival(top, budget)
     n = prediction.size
-    pool_hits = float(_p(model, c[sample], target, tolerance).mean() * n) if sample.size else 0.0
+    pool_hits = float(model.p(c[sample], target, tolerance).mean() * n) if sample.size else 0.0
     frac = min(pool_hits / max(n, 1), 1.0)
     s_rand = (1.0 - frac) ** np.arange(budget + 1)
-    params = {"a": cal.a, "b": cal.b, "spread": cal.spread, "kernel_h": h, "metal_share": metal_share,
-              "useful": cal.useful}
-    return s_eng, float(top.sum()), s_rand, frac * budget, pool_hits, params
+    return s_eng, float(top.sum()), s_rand, frac * budget, pool_hits, model.params()
 
 
 def forecast(prediction: np.ndarray, label_prediction: np.ndarray, label_gap: np.ndarray, target: float,

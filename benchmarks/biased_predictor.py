@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from gapseek.store import CONTENT_ATTR, _content_bytes
+from gapseek.store.schema import CONTENT_ATTR, content_bytes
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
         new = (a.shift + a.scale * x + a.wiggle * np.sin(2 * np.pi * x / a.period)).astype(ds.dtype)
         ds[...] = new
         if CONTENT_ATTR in ds.attrs:
-            ds.attrs[CONTENT_ATTR] = hashlib.sha256(_content_bytes(new)).hexdigest()
+            ds.attrs[CONTENT_ATTR] = hashlib.sha256(content_bytes(new)).hexdigest()
         what = f"{a.shift:+g} + {a.scale:g} x prediction" + (
             f" + {a.wiggle:g} x sin(2 pi x prediction / {a.period:g})" if a.wiggle else "")
         f.attrs["biased_prediction"] = f"{what} (benchmarks/biased_predictor.py)"

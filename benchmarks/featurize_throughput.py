@@ -36,9 +36,9 @@ def run_ours(files: list[str], batch_atoms: int, warmup: str) -> dict:
     import torch
 
     from gapseek.featurize import FeaturizeSettings, featurize_items
-    from gapseek.inputs import InputItem, crystal_id
+    from gapseek.featurize.supervise import peak_rss_mb
     from gapseek.model import load_model
-    from gapseek.supervise import peak_rss_mb
+    from gapseek.structure import InputItem, crystal_id
 
     torch.set_num_threads(1)
     lm = load_model(MODEL / "band-gap.pth.tar", MODEL / "atom_init.json")
@@ -53,11 +53,12 @@ def run_ours(files: list[str], batch_atoms: int, warmup: str) -> dict:
 def run_baseline(files: list[str], warmup: str) -> dict:
     import numpy as np
     import torch
+    from original_cgcnn import build_graph_original  # beside this file
     from pymatgen.core import Structure
 
-    from gapseek.graph import GraphSettings, build_graph_original, gaussian_expand
+    from gapseek.featurize.supervise import peak_rss_mb
+    from gapseek.graph import GraphSettings, gaussian_expand
     from gapseek.model import Batch, load_model
-    from gapseek.supervise import peak_rss_mb
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")

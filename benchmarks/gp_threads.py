@@ -15,9 +15,12 @@ import time
 
 import numpy as np
 
-import gapseek.search.engines as engines
-from gapseek.labels import read_labels
-from gapseek.search.campaign import CampaignSettings, build_pool, draw_prior, simulate
+import gapseek.search.engines.gp as gp_engine
+from gapseek.search.campaign import draw_prior, simulate
+from gapseek.search.engines import make_engine
+from gapseek.search.labels import read_labels
+from gapseek.search.pool import build_pool
+from gapseek.search.settings import CampaignSettings
 
 
 def main() -> None:
@@ -28,18 +31,18 @@ def main() -> None:
     args = ap.parse_args()
     settings = CampaignSettings(target=2.534, engine="gp", label_range=(2.3, 2.8), budget=30)
     pool, truth = build_pool(args.store, settings, read_labels(args.labels))
-    shipped = engines.one_thread
+    shipped = gp_engine.one_thread
     ratios = []
     for seed in range(args.seeds):
         runs = {}
         for mode, ctx in (("one thread", shipped), ("default pools", contextlib.nullcontext)):
-            engines.one_thread = ctx  # the engine looks the context up at each proposal
+            gp_engine.one_thread = ctx  # the engine looks the context up at each proposal
             rows = draw_prior(pool, 100, np.random.default_rng(seed))
             t0 = time.perf_counter()
-            res = simulate(pool, truth, engines.make_engine("gp"), rows, settings.budget, 1,
+            res = simulate(pool, truth, make_engine("gp"), rows, settings.budget, 1,
                            np.random.default_rng(1000 + seed))
             runs[mode] = (res, time.perf_counter() - t0)
-        engines.one_thread = shipped
+        gp_engine.one_thread = shipped
         (a, ta), (b, tb) = runs["one thread"], runs["default pools"]
         ratios.append(tb / ta)
         print(f"seed {seed}: one thread {ta:.1f} s, default pools {tb:.1f} s ({tb / ta:.1f}x); "

@@ -47,7 +47,8 @@ def make_store(directory: Path, n: int) -> None:
 
 def child_shell(pool, observed, y, batch, rng, t_pool) -> dict:
     """The ``shell`` engine: no GPy; its GP fit (grid of hyperparameters) and its shell's size reported."""
-    from gapseek.search.engine_shell import IsoGP, ShellEngine
+    from gapseek.search.engines import ShellEngine
+    from gapseek.search.gp import IsoGP
 
     engine = ShellEngine()
     t0 = time.perf_counter()
@@ -63,8 +64,10 @@ def child_shell(pool, observed, y, batch, rng, t_pool) -> dict:
 
 
 def child(store: str, n_obs: int, batch: int, engine: str = "gp") -> dict:
-    from gapseek.search.campaign import CampaignSettings, build_pool
-    from gapseek.search.engines import GPEngine, gp_posterior
+    from gapseek.search.engines import GPEngine
+    from gapseek.search.gp import gp_posterior
+    from gapseek.search.pool import build_pool
+    from gapseek.search.settings import CampaignSettings
 
     t0 = time.perf_counter()
     pool, _ = build_pool(store, CampaignSettings(target=2.534, vector="pooled", components=3))
@@ -122,9 +125,11 @@ def main() -> int:
         for n in (int(s) for s in args.sizes.split(",")):
             store = Path(tmp) / f"store-{n}"
             make_store(store, n)
-            from gapseek.pca import fit_pca, save_pca
+            from gapseek.search.pca import fit_pca
+            from gapseek.store import Store
 
-            save_pca(store, fit_pca(store, 3, "pooled"))
+            with Store.open(store) as st:
+                st.save_pca(fit_pca(st, 3, "pooled"), origin="benchmarks/search_scale.py")
             for n_obs in (int(s) for s in args.observations.split(",")):
                 for batch in (1, 4):
                     out = subprocess.run([sys.executable, __file__, "--child", str(store), str(n_obs), str(batch),

@@ -109,10 +109,10 @@ def part1(work: Path, shards: int, parallel: int) -> None:
 
 
 def part2(work: Path, n: int) -> None:
-    from gapseek.manifest import read_manifest
-    from gapseek.sharding import shard_path
-    from gapseek.shards import plan_shards
+    from gapseek.cluster.parts import shard_path
+    from gapseek.cluster.plan import plan_shards
     from gapseek.store import FeatureRows, StoreWriter
+    from gapseek.store.manifest import read_manifest
 
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     tree = work / "cod" / "cif"

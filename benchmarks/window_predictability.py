@@ -34,10 +34,9 @@ def main() -> int:
     if not LABELS.is_file():
         print(f"skipped: {LABELS} is absent")
         return 0
+    from gapseek.labels import read_labels
     from sklearn.model_selection import cross_val_predict
     from sklearn.neighbors import KNeighborsRegressor
-
-    from gapseek.labels import read_labels
 
     labels = read_labels(LABELS)
     with h5py.File(Path(args.store) / "features.h5", "r") as f:

@@ -44,18 +44,14 @@ fs_top() {
     esac
 }
 
-# The top-level directories of the files an argument names: a store's inputs (read from its manifest, in the
-# image, which has h5py), or the absolute paths listed in a text file (an index ROOT that lists CIFs).
+# The top-level directories of the files an argument names: a store's inputs (gapseek status --input-dirs, in the
+# image), or the absolute paths listed in a text file (an index ROOT that lists CIFs).
 listed_tops() {
     local p=$1 tool=$2
     if [ -f "$p/manifest.h5" ]; then
         local top
         top=$(fs_top "$p")
-        "$tool" exec ${top:+--bind "$top"} "$GAPSEEK_IMAGE" python -c '
-import sys, h5py
-with h5py.File(sys.argv[1], "r") as f:
-    print(*sorted({"/" + s.decode().lstrip("/").split("/")[0] for s in f["paths"][()]}), sep="\n")
-' "$p/manifest.h5"
+        "$tool" exec ${top:+--bind "$top"} "$GAPSEEK_IMAGE" gapseek status "$p" --input-dirs
     elif [ -f "$p" ] && [[ $p != *.cif && $p != *.h5 && $p != *.sif ]]; then
         grep -ao '^/[^/]*' "$p" | sort -u || true
     fi

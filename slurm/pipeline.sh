@@ -93,18 +93,18 @@ submit() {
 
 # the featurize array(s), the merge after them, the search after the merge
 submit_rest() {
-    local n max off count merge deps=""
+    local arrays off count merge deps=""
     gapseek_cmd "$store"
-    n=$("${GAPSEEK[@]}" status "$store" --num-shards)
-    max=$(scontrol show config 2>/dev/null | awk '/^MaxArraySize/ {print $3}') || true
-    max=${max:-1001}
-    for ((off = 0; off < n; off += max - 1)); do
-        count=$(( n - off < max - 1 ? n - off : max - 1 ))
+    # the arrays that cover every shard, "OFFSET COUNT" each, split at the cluster's MaxArraySize (gapseek reads
+    # it, as `gapseek submit` does)
+    arrays=$("${GAPSEEK[@]}" status "$store" --arrays) || die "gapseek status $store --arrays failed"
+    [ -n "$arrays" ] || die "gapseek status $store --arrays listed no shards"
+    while read -r off count; do
         submit ${gres[@]+"${gres[@]}"} --array=0-$((count - 1))%"$PARALLEL" \
-            --output="$store/logs/gapseek-featurize-%A_%a.log" "$here/featurize.sbatch" "$store" --shard-offset "$off"
+            --output="$store/logs/gapseek-featurize-%A_%a.log" "$here/featurize.sbatch" "$store" --shard-offset "$off" </dev/null
         deps="$deps:$jid"
         echo "featurize shards $off..$((off + count - 1)): array job $jid"
-    done
+    done <<< "$arrays"
     submit --dependency=afterok"$deps" --output="$store/logs/gapseek-merge-%j.log" "$here/merge.sbatch" "$store"
     merge=$jid
     echo "merge: job $merge (after$deps)"

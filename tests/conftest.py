@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # original_cgcnn: the original code's graph construction
 SHARED = Path(os.environ.get("GAPSEEK_SHARED", ROOT.parent / "shared"))
 MODEL_DIR = SHARED / "models" / "cgcnn"
 MP_DIR = SHARED / "data" / "mp-gap-36k"
@@ -30,8 +32,8 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def loaded_model(model_dir):
-    from gapseek.hub import PINNED
     from gapseek.model import load_model
+    from gapseek.model.hub import PINNED
 
     return load_model(model_dir / "band-gap.pth.tar", model_dir / "atom_init.json",
                       expected_sha256=PINNED["band-gap.pth.tar"].sha256)

@@ -11,10 +11,13 @@ import pytest
 
 from gapseek.cli import main
 from gapseek.errors import ConfigError, InputError
-from gapseek.labels import read_labels
-from gapseek.search.benchmark import run_benchmark, summarize_benchmark
-from gapseek.search.campaign import CampaignSettings, build_pool, draw_prior, simulate
+from gapseek.search.benchmark.run import run_benchmark
+from gapseek.search.benchmark.summary import summarize_benchmark
+from gapseek.search.campaign import draw_prior, simulate
 from gapseek.search.engines import RandomEngine
+from gapseek.search.labels import read_labels
+from gapseek.search.pool import build_pool
+from gapseek.search.settings import CampaignSettings
 from gapseek.store import FeatureRows, StoreWriter
 
 T = 2.534

@@ -22,6 +22,7 @@ from test_search import T, _synthetic_store
 
 from gapseek.cli import main
 from gapseek.search.campaign import Campaign
+from gapseek.store import Store
 
 HERE = Path(__file__).resolve().parent
 HEADER = "trial,id,formula,band_gap,abs_error,hit,engine,source"
@@ -62,8 +63,8 @@ class _Limited:
 
 
 def install_write_hook(root: str | Path, budget: list[int], on_full: str, setattr_=setattr) -> None:
-    """Route the ``open`` of gapseek's campaign writers through :class:`_Limited` for files under ``root``
-    (the modules that write campaign files look ``open`` up in their own namespace first)."""
+    """Route the ``open`` of gapseek's file writer (:func:`gapseek.fsutil.atomic_write`, which looks ``open`` up in
+    its own namespace first) through :class:`_Limited` for files under ``root``."""
     root = Path(root).resolve()
 
     def hooked_open(file, mode="r", *args, **kwargs):
@@ -72,16 +73,9 @@ def install_write_hook(root: str | Path, budget: list[int], on_full: str, setatt
             return _Limited(fh, budget, on_full)
         return fh
 
-    import gapseek.search.campaign
-    import gapseek.search.report
+    import gapseek.fsutil  # every campaign file is written by its atomic_write
 
-    modules = [gapseek.search.campaign, gapseek.search.report]
-    with contextlib.suppress(ImportError):
-        import gapseek.search.locks
-
-        modules.append(gapseek.search.locks)
-    for m in modules:
-        setattr_(m, "open", hooked_open)
+    setattr_(gapseek.fsutil, "open", hooked_open)
 
 
 @contextlib.contextmanager
@@ -147,7 +141,7 @@ def _lab(tmp_path: Path, out: Path | None = None, engine: str = "gp"):
     return store, gap, out
 
 
-def _log_ok(out: Path) -> list[dict]:
+def _log_ok(out: Path) -> list:
     """The log's rows, every line whole (8 fields, numbers where numbers go), each id once."""
     lines = (out / "trials.csv").read_text().splitlines()
     assert lines[0] == HEADER
@@ -156,7 +150,7 @@ def _log_ok(out: Path) -> list[dict]:
         assert len(f) == 8, ln
         int(f[0]), float(f[3]), float(f[4])
     rows = Campaign(out).trials()
-    ids = [r["id"] for r in rows]
+    ids = [r.id for r in rows]
     assert len(ids) == len(set(ids)), "an id recorded twice"
     return rows
 
@@ -178,10 +172,10 @@ def test_a_full_disk_during_tell_records_nothing_and_the_next_tell_everything(tm
         free()
         assert main(["tell", str(out), str(res)]) == 0, capsys.readouterr().err
         rows = _log_ok(out)
-        lab = [r for r in rows if r["source"] != "prior"]
-        assert [r["id"] for r in lab] == [f"c{k}" for k in range(100, 160)]
-        assert [int(r["trial"]) for r in lab] == list(range(1, 61))
-        assert [float(r["band_gap"]) for r in lab] == [float(gap[k]) for k in range(100, 160)]
+        lab = [r for r in rows if r.source != "prior"]
+        assert [r.id for r in lab] == [f"c{k}" for k in range(100, 160)]
+        assert [r.trial for r in lab] == list(range(1, 61))
+        assert [r.band_gap for r in lab] == [float(gap[k]) for k in range(100, 160)]
         capsys.readouterr()
         assert main(["suggest", str(out), "--n", "2"]) == 0, capsys.readouterr().err
         # a full disk during suggest: nothing logged, the next suggest proposes afresh
@@ -214,7 +208,7 @@ def test_a_crash_in_the_middle_of_a_tell_leaves_the_log_as_it_was(tmp_path, caps
     assert (out / "trials.csv").read_bytes() == before
     capsys.readouterr()
     assert main(["tell", str(out), str(res)]) == 0, capsys.readouterr().err
-    assert len([r for r in _log_ok(out) if r["source"] == "lab-unsuggested"]) == 60
+    assert len([r for r in _log_ok(out) if r.source == "lab-unsuggested"]) == 60
 
 
 def test_a_torn_last_row_is_repaired_and_a_glued_row_refused(tmp_path, capsys):
@@ -229,7 +223,7 @@ def test_a_torn_last_row_is_repaired_and_a_glued_row_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "dropped '1,c30', a row cut short by an interrupted write" in err and "tell it again" in err
     rows = _log_ok(out)
-    assert [r["id"] for r in rows[25:]] == ["c31", "c32", "c33"] and [int(r["trial"]) for r in rows[25:]] == [1, 2, 3]
+    assert [r.id for r in rows[25:]] == ["c31", "c32", "c33"] and [r.trial for r in rows[25:]] == [1, 2, 3]
     assert main(["suggest", str(out)]) == 0
     # a whole last row that lost its newline (a hand edit) is kept
     text = log.read_bytes()
@@ -303,7 +297,7 @@ def test_two_tells_of_the_same_ids_at_once_record_them_once(tmp_path):
             rows = _log_ok(out)  # each id once
             recorded += 3
             assert len(rows) == recorded
-            assert [r["id"] for r in rows[-3:]] == [f"c{k}" for k in (100 + 3 * rep, 101 + 3 * rep, 102 + 3 * rep)]
+            assert [r.id for r in rows[-3:]] == [f"c{k}" for k in (100 + 3 * rep, 101 + 3 * rep, 102 + 3 * rep)]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -314,7 +308,7 @@ def test_two_tells_of_the_same_ids_at_once_record_them_once(tmp_path):
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from gapseek.search.locks import file_lock
+from gapseek.fsutil import file_lock
 with file_lock(Path({lock!r}), "a campaign"):
     Path({marker!r}).touch()
     time.sleep({hold})
@@ -362,7 +356,7 @@ def test_a_second_writer_waits_for_the_lock_and_says_so(tmp_path, monkeypatch, c
     assert main(["tell", str(out), str(res)]) == 0
     assert f"waiting for another gapseek command (pid {holder.pid})" in capsys.readouterr().err
     holder.wait()
-    assert [r["id"] for r in _log_ok(out)[25:]] == ["c40", "c41"]
+    assert [r.id for r in _log_ok(out)[25:]] == ["c40", "c41"]
 
 
 # ---------------------------------------------------------------------------------------------- damaged campaigns
@@ -377,15 +371,15 @@ def test_a_log_without_prior_a_missing_log_and_a_corrupt_campaign_json(tmp_path,
     cut = tmp_path / "cut"
     cut.mkdir()
     meta = json.loads((tmp_path / "ref" / "campaign.json").read_text())
-    for key in ("store_digest", "store_rows", "store_stamp"):
+    for key in ("store_digest", "store_rows", "store_content"):
         meta.pop(key)
     (cut / "campaign.json").write_text(json.dumps(meta))
     (cut / "trials.csv").write_text(HEADER + "\n")
     capsys.readouterr()
     assert main(args + ["--out", str(cut)]) == 0, capsys.readouterr().err
     assert "the prior was never recorded" in capsys.readouterr().err
-    assert [(r["id"], r["trial"], r["source"]) for r in Campaign(cut).trials()] == \
-        [(r["id"], r["trial"], r["source"]) for r in reference]
+    assert [(r.id, r.trial, r.source) for r in Campaign(cut).trials()] == \
+        [(r.id, r.trial, r.source) for r in reference]
     # a lab campaign without its prior: a clear error, for suggest and tell
     store, gap, out = _lab(tmp_path / "l")
     capsys.readouterr()
@@ -418,12 +412,10 @@ def test_a_log_without_prior_a_missing_log_and_a_corrupt_campaign_json(tmp_path,
 
 
 def test_a_store_with_other_content_is_refused_and_old_campaigns_get_its_digest(tmp_path, capsys):
-    from gapseek.search.campaign import store_digest
-
     store, gap, out = _lab(tmp_path)
     (tmp_path / "other").mkdir()
     other, _, _ = _synthetic_store(tmp_path / "other", seed=1)  # the same ids c0..c599, other features
-    mine, theirs = store_digest(store)[0], store_digest(other)[0]
+    mine, theirs = Store.open(store).content_digest()[0], Store.open(other).content_digest()[0]
     assert mine != theirs
     meta = json.loads((out / "campaign.json").read_text())
     assert meta["store_digest"] == mine and meta["store_rows"] == 600
@@ -447,7 +439,7 @@ def test_a_store_with_other_content_is_refused_and_old_campaigns_get_its_digest(
     store, gap, out = _lab(tmp_path / "old")
     meta = json.loads((out / "campaign.json").read_text())
     digest = meta.pop("store_digest")
-    del meta["store_rows"], meta["store_stamp"]
+    del meta["store_rows"], meta["store_content"]
     (out / "campaign.json").write_text(json.dumps(meta))
     capsys.readouterr()
     assert main(["suggest", str(out)]) == 0
@@ -471,14 +463,14 @@ def test_every_engine_resumes_exactly(search_store, tmp_path, monkeypatch, engin
     args = ["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--tolerance",
             "0.02", "--budget", "5", "--batch", str(batch), "--engine", engine, "--seed", "3"]
     assert main(args + ["--out", str(tmp_path / "whole")]) == 0
-    whole = [r["id"] for r in Campaign(tmp_path / "whole").trials() if r["source"] == "oracle"]
+    whole = [r.id for r in Campaign(tmp_path / "whole").trials() if r.source == "oracle"]
     assert len(whole) == 5
     assert run_interrupted(args + ["--out", str(tmp_path / "cut")], crash_at, monkeypatch) == 130
     assert len(Campaign(tmp_path / "cut").trials()) == 20 + crash_at - 1
     assert main(args + ["--out", str(tmp_path / "cut")]) == 0
     rows = _log_ok(tmp_path / "cut")
-    assert [r["id"] for r in rows if r["source"] == "oracle"] == whole
-    assert [int(r["trial"]) for r in rows if r["source"] == "oracle"] == [1, 2, 3, 4, 5]
+    assert [r.id for r in rows if r.source == "oracle"] == whole
+    assert [r.trial for r in rows if r.source == "oracle"] == [1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------------------------------------- the rest
@@ -537,9 +529,10 @@ def test_concurrent_pca_writers_and_readers_wait_for_each_other(tmp_path):
         so, se = p.communicate(timeout=120)
         assert p.returncode == 0, se
         assert "Errno 11" not in se and "unable to lock" not in se
-    from gapseek.pca import load_pca
+    from gapseek.store import Store
 
-    assert load_pca(store, "hidden").n_components == 2  # the second writer's fit, saved after the first's
+    with Store.open(store) as st:
+        assert st.pca("hidden").n_components == 2  # the second writer's fit, saved after the first's
 
 
 def test_gpyopt_suggests_batches(tmp_path, capsys):

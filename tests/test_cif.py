@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, MP_DIR, need, write_cif
 
-from gapseek.cif import ReadSettings, read_crystal
 from gapseek.errors import ConfigError, CrystalError
+from gapseek.structure.cif import ReadSettings, read_crystal
 
 GEMMI = ReadSettings(reader="gemmi")
 PMG = ReadSettings(reader="pymatgen")

@@ -15,7 +15,7 @@ from conftest import EXAMPLES
 
 from gapseek import cli
 from gapseek.cli import main
-from gapseek.hub import PINNED
+from gapseek.model.hub import PINNED
 from gapseek.store import open_store
 
 

@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REFERENCE, SHARED, need
+from original_cgcnn import build_graph_original
 
-from gapseek.batching import collate
-from gapseek.cif import read_crystal
-from gapseek.graph import TIE_TOLERANCE, CrystalGraph, GraphSettings, _neighbours, build_graph, build_graph_original
+from gapseek.graph import TIE_TOLERANCE, CrystalGraph, GraphSettings, build_graph
+from gapseek.graph.neighbours import _neighbours
+from gapseek.model.collate import collate
+from gapseek.structure.cif import read_crystal
 
 TOL = 1e-4
 EXHAUSTIVE_CAP = 1024  # crystals with at most this many distinct tie choices are enumerated in full

@@ -14,7 +14,7 @@ from test_search import T, _synthetic_store
 
 from gapseek.cli import main
 from gapseek.errors import ConfigError
-from gapseek.search.benchmark import random_first_hit_expectation
+from gapseek.search.benchmark.baselines import random_first_hit_expectation
 from gapseek.search.forecast import forecast, hit_probabilities
 
 
@@ -121,7 +121,7 @@ def test_benchmark_records_a_forecast_per_seed_and_checks_it(tmp_path, capsys):
 
 
 def test_ceiling_is_perfect_without_error_and_random_with_a_useless_one():
-    from gapseek.search.benchmark import ceiling_first_hit
+    from gapseek.search.benchmark.baselines import ceiling_first_hit
 
     _, gap = _pool(n=5000)
     rows = np.arange(gap.size)

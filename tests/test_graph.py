@@ -7,18 +7,12 @@ import random
 import numpy as np
 import pytest
 from conftest import EXAMPLES, MP_DIR, need, write_cif
+from original_cgcnn import build_graph_original
 
-from gapseek.batching import batches_by_atoms
-from gapseek.cif import read_crystal
-from gapseek.graph import (
-    GraphSettings,
-    _neighbours,
-    atom_classes,
-    build_graph,
-    build_graph_original,
-    equivalent_atoms,
-    gaussian_expand,
-)
+from gapseek.graph import GraphSettings, atom_classes, build_graph, equivalent_atoms, gaussian_expand
+from gapseek.graph.neighbours import _neighbours
+from gapseek.model.collate import batches_by_atoms
+from gapseek.structure.cif import read_crystal
 
 
 def _structure(path):
@@ -100,7 +94,7 @@ def test_short_first_search_on_mp_sample():
 
 
 def test_a_first_radius_that_is_too_short_is_widened(monkeypatch):
-    import gapseek.graph as graph_module
+    import gapseek.graph.neighbours as graph_module
 
     calls = []
     real = graph_module._neighbours
@@ -115,7 +109,7 @@ def test_a_first_radius_that_is_too_short_is_widened(monkeypatch):
 
 
 def _supercell(crystal, reps=(2, 2, 2)):
-    from gapseek.cif import Crystal
+    from gapseek.structure.cif import Crystal
 
     shifts = np.array([(a, b, c) for a in range(reps[0]) for b in range(reps[1]) for c in range(reps[2])])
     frac = ((crystal.frac[None, :, :] + shifts[:, None, :]) / np.array(reps)).reshape(-1, 3)

@@ -13,8 +13,8 @@ from conftest import EXAMPLES
 
 from gapseek.cli import main
 from gapseek.errors import ChecksumError, ModelError
-from gapseek.hub import PINNED, download_model, install_model, model_cache_dir, resolve_model
-from gapseek.model import sha256_file
+from gapseek.fsutil import sha256_file
+from gapseek.model.hub import PINNED, download_model, install_model, model_cache_dir, resolve_model
 
 
 @pytest.fixture()

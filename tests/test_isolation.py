@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from conftest import EXAMPLES, write_cif
 
-import gapseek.featurize
-import gapseek.graph
-from gapseek.cif import read_crystal
+import gapseek.featurize.pipeline
+import gapseek.graph.neighbours
 from gapseek.cli import main
 from gapseek.errors import CrystalError
 from gapseek.graph import build_graph, check_cell
+from gapseek.structure.cif import read_crystal
 
 N_GOOD = 1000
 
@@ -134,7 +134,7 @@ def test_one_bad_file_in_a_batch_costs_one_record(tmp_path, good_dir, model_dir,
     good files alone, run just before with the same options (the same load on a shared machine), x 1.5."""
     make_bad, no_check, extra, reason, slack = CASES[case]
     if no_check:
-        monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal, radius=8.0: None)
+        monkeypatch.setattr(gapseek.graph.neighbours, "check_cell", lambda crystal, radius=8.0: None)
     rc, good_time = _featurize([good_dir], tmp_path / "alone", model_dir, *extra)
     assert rc == 0
     d, bad = _batch(tmp_path, good_dir, make_bad)
@@ -178,7 +178,7 @@ def test_a_fifo_and_a_name_that_is_not_utf8_in_one_go_and_in_an_indexed_store(tm
 
 def test_a_crash_and_a_hang_in_a_shard_cost_one_record_each_and_the_merge_completes(tmp_path, good_dir, model_dir,
                                                                                      monkeypatch):
-    monkeypatch.setattr(gapseek.graph, "check_cell", lambda crystal, radius=8.0: None)
+    monkeypatch.setattr(gapseek.graph.neighbours, "check_cell", lambda crystal, radius=8.0: None)
     d = tmp_path / "in"
     d.mkdir()
     for f in sorted(good_dir.iterdir())[:500]:
@@ -207,14 +207,14 @@ def test_a_crash_inside_a_model_batch_is_narrowed_to_its_crystal_and_the_rest_ke
         os.symlink(f, d / f.name)
     assert _featurize([d], tmp_path / "clean", model_dir)[0] == 0
     (d / "poison.cif").write_bytes((EXAMPLES / "Si.cif").read_bytes())
-    real = gapseek.featurize.Featurizer._forward
+    real = gapseek.featurize.pipeline.Featurizer._forward
 
     def dies_on_poison(self, batch, graphed, outputs):  # a test-only hook: a segfault in the model stage
         if any(graphed[k].item.id == "poison" for k in batch):
             os.kill(os.getpid(), 11)
         return real(self, batch, graphed, outputs)
 
-    monkeypatch.setattr(gapseek.featurize.Featurizer, "_forward", dies_on_poison)
+    monkeypatch.setattr(gapseek.featurize.pipeline.Featurizer, "_forward", dies_on_poison)
     assert _featurize([d], tmp_path / "s", model_dir)[0] == 0
     ids, fails, pred = _read(tmp_path / "s")
     clean_ids, _, clean_pred = _read(tmp_path / "clean")
@@ -279,9 +279,10 @@ def test_an_input_edited_after_index_is_stale_not_featurized(tmp_path, model_dir
 def test_graph_workers_of_a_gpu_run_give_the_in_process_results(loaded_model):
     """A GPU run starts its children from a fork server (CUDA does not survive a fork) and runs the model
     itself; checked here on the CPU with the same worker and start method."""
-    from gapseek.featurize import Featurizer, FeaturizeSettings, GraphWorker, _Graphed, graph_worker_context, rows_from
-    from gapseek.inputs import InputItem
-    from gapseek.supervise import SupervisedPool
+    from gapseek.featurize import FeaturizeSettings
+    from gapseek.featurize.pipeline import Featurizer, GraphWorker, _Graphed, graph_worker_context, rows_from
+    from gapseek.featurize.supervise import SupervisedPool
+    from gapseek.structure.inputs import InputItem
 
     settings = FeaturizeSettings()
     feat = Featurizer(loaded_model, settings)

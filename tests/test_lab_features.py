@@ -15,9 +15,11 @@ from test_search import T, _synthetic_store
 
 from gapseek.cli import main
 from gapseek.errors import ConfigError, GapseekWarning
-from gapseek.search.campaign import Campaign, CampaignSettings, build_pool, open_campaign
+from gapseek.search.campaign import Campaign, open_campaign
 from gapseek.search.engines import ENGINES, make_engine
 from gapseek.search.filters import allowed_rows, composition, read_exclude_file
+from gapseek.search.pool import build_pool
+from gapseek.search.settings import CampaignSettings
 from gapseek.store import FeatureRows, StoreWriter
 
 # (formula, its elements): the store cycles through them, with n_atoms varying
@@ -90,7 +92,7 @@ def test_failed_crystals_are_never_proposed_again_and_survive_reopening(tmp_path
     assert [(r["id"], r["formula"], r["reason"]) for r in rows] == [
         (first[0], formula[int(first[0][3:])], "could not be synthesised")]
     assert rows[0]["time"][:2] == "20"
-    assert all(r["source"] == "prior" for r in Campaign(out).trials())  # not a trial
+    assert all(r.source == "prior" for r in Campaign(out).trials())  # not a trial
     camp, pool = open_campaign(out)
     assert [pool.ids[i] for i in camp.pending(pool)] == first[1:]  # no longer pending
     assert pool.excluded is not None and pool.excluded[pool.index[first[0]]] and pool.excluded.sum() == 1
@@ -181,7 +183,7 @@ def test_filters_exclude_what_they_should_in_every_suggest(tmp_path, capsys, eng
     camp = Campaign(out)
     assert camp.settings.exclude_elements == ("Pb", "Cd", "Hg") and camp.settings.max_atoms == 40
     # the prior holds crystals the filters leave out: fine (measured already); none is ever suggested
-    assert any(not _passes(r["id"], formula, n_atoms, {"mp-2"}) for r in camp.trials())
+    assert any(not _passes(r.id, formula, n_atoms, {"mp-2"}) for r in camp.trials())
     suggested = []
     for rnd in range(4):
         picks = _suggest(out, capsys, 4)
@@ -300,10 +302,10 @@ def test_search_applies_the_filters_and_resumes_only_with_the_same(tmp_path, cap
         assert main(base + ["--exclude-elements", "Pb,Cd,Hg", "--max-atoms", "30"]) == 0
     capsys.readouterr()
     rows = Campaign(out).trials()
-    trials = [r for r in rows if r["source"] == "oracle"]
+    trials = [r for r in rows if r.source == "oracle"]
     assert len(trials) == 12
     for r in trials:
-        k = int(r["id"][3:])
+        k = int(r.id[3:])
         assert not FORMULAS[formula[k]] & {"Pb", "Cd", "Hg"} and n_atoms[k] <= 30, r
     # another filter: refused, naming the change
     assert main(base + ["--exclude-elements", "Pb", "--max-atoms", "30", "--budget", "14"]) == 1
@@ -334,7 +336,7 @@ def test_synthetic_stores_formulas_only_matter_to_element_filters(tmp_path):
 
 
 def test_a_failure_told_while_suggest_opens_the_campaign_is_respected(tmp_path, capsys, monkeypatch):
-    import gapseek.search.campaign as campaign_module
+    import gapseek.cli.search as campaign_module  # where suggest looks it up
 
     _, _, _, _, out = _lab(tmp_path)
     first = _suggest(out, capsys, 1)[0]  # predicted: the same again while nothing changes

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import EXAMPLES
 
-from gapseek.batching import collate
-from gapseek.cif import read_crystal
 from gapseek.errors import ChecksumError, ModelError
 from gapseek.graph import GraphSettings, build_graph
 from gapseek.model import load_model
+from gapseek.model.collate import collate
+from gapseek.structure.cif import read_crystal
 
 
 def test_checkpoint_loads_strictly_with_the_published_hyperparameters(loaded_model):

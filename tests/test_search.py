@@ -13,13 +13,15 @@ import pytest
 
 from gapseek.cli import main
 from gapseek.errors import ConfigError, GapseekWarning, InputError
-from gapseek.labels import read_labels
-from gapseek.pca import fit_pca, iter_vectors, load_pca, project, read_vectors, save_pca
-from gapseek.search.acquisition import ExpectedImprovementAbs, ProbabilityInWindow
-from gapseek.search.benchmark import bootstrap_ratio_ci, random_first_hit_expectation
-from gapseek.search.campaign import Campaign, CampaignSettings, build_pool, draw_prior, simulate
-from gapseek.search.engines import GPEngine, Pool, RandomEngine, make_engine
-from gapseek.store import FeatureRows, StoreWriter
+from gapseek.search.acquisition import expected_improvement, expected_improvement_abs, probability_in_window
+from gapseek.search.benchmark.baselines import bootstrap_ratio_ci, random_first_hit_expectation
+from gapseek.search.campaign import Campaign, draw_prior, simulate
+from gapseek.search.engines import GPEngine, RandomEngine, make_engine
+from gapseek.search.labels import read_labels
+from gapseek.search.pca import fit_pca, project
+from gapseek.search.pool import Pool, build_pool
+from gapseek.search.settings import CampaignSettings
+from gapseek.store import FeatureRows, Store, StoreWriter
 
 T = 2.534
 
@@ -29,18 +31,17 @@ def test_expected_improvement_of_the_distance_matches_monte_carlo():
     mu = np.array([2.2, 2.534, 2.6, 3.5])
     sd = np.array([0.3, 0.05, 0.01, 1.0])
     best = 0.1
-    acq = ExpectedImprovementAbs(lambda X: (mu, sd), T, 0.01, best)
     y = rng.normal(mu, sd, size=(400_000, 4))
     mc = np.maximum(best - np.abs(y - T), 0).mean(axis=0)
-    np.testing.assert_allclose(acq.forward(np.zeros((4, 1))), mc, atol=2e-4)
+    np.testing.assert_allclose(expected_improvement_abs(mu, sd, T, 0.01, best), mc, atol=2e-4)
 
 
 def test_probability_in_window_matches_monte_carlo():
     rng = np.random.default_rng(1)
     mu, sd = np.array([2.53, 2.0]), np.array([0.02, 0.5])
-    acq = ProbabilityInWindow(lambda X: (mu, sd), T, 0.01, 0.1)
     y = rng.normal(mu, sd, size=(400_000, 2))
-    np.testing.assert_allclose(acq.forward(np.zeros((2, 1))), (np.abs(y - T) <= 0.01).mean(axis=0), atol=2e-3)
+    np.testing.assert_allclose(probability_in_window(mu, sd, T, 0.01, 0.1), (np.abs(y - T) <= 0.01).mean(axis=0),
+                               atol=2e-3)
 
 
 def _synthetic_store(tmp_path, n=600, seed=0):
@@ -60,29 +61,36 @@ def _synthetic_store(tmp_path, n=600, seed=0):
     return tmp_path / "store", labels, gap
 
 
+def _saved_pca(store, vector):
+    with Store.open(store) as st:
+        return st.pca(vector)
+
+
 def test_pca_is_persisted_and_incremental_agrees_with_full(tmp_path, capsys):
     store, _, _ = _synthetic_store(tmp_path)
     assert main(["pca", str(store), "--components", "3", "--vector", "both"]) == 0
     assert "explained variance ratio" in capsys.readouterr().out
-    full = load_pca(store, "both")
-    assert full.components.shape == (3, 96) and full.method == "full"
-    inc = fit_pca(store, 3, "both", batch_rows=200)
-    assert inc.method.startswith("incremental")
-    np.testing.assert_allclose(inc.explained_variance_ratio, full.explained_variance_ratio, rtol=0.05)
-    save_pca(store, inc)  # replaces the saved one
+    with Store.open(store) as st:
+        full = st.pca("both")
+        assert full.components.shape == (3, 96) and full.method == "full"
+        inc = fit_pca(st, 3, "both", batch_rows=200)
+        assert inc.method.startswith("incremental")
+        np.testing.assert_allclose(inc.explained_variance_ratio, full.explained_variance_ratio, rtol=0.05)
+        st.save_pca(inc)  # replaces the saved one
+        assert st.pca("both").method.startswith("incremental")  # read back through the reopened handle
     with h5py.File(store / "features.h5", "r") as f:
         assert f["pca/both"].attrs["method"].startswith("incremental")
-    with pytest.raises(ConfigError, match="between 1 and"):
-        fit_pca(store, 97, "both")
-    # block-wise reads and projections equal a plain read, for all rows and for a subset across blocks
-    with h5py.File(store / "features.h5", "r") as f:
         both = np.hstack([f["hidden"][()], f["pooled"][()]]).astype(np.float64)
-    rows = np.sort(np.random.default_rng(1).choice(len(both), size=77, replace=False))
-    np.testing.assert_array_equal(np.vstack(list(iter_vectors(store, "both", rows, block=64))), both[rows])
-    np.testing.assert_allclose(project(store, inc, rows), inc.transform(both[rows]), rtol=1e-12)
-    assert project(store, inc).shape == (len(both), 3) and read_vectors(store, "hidden", rows[:0]).shape == (0, 32)
-    with pytest.raises(ConfigError, match="sorted, unique"):
-        read_vectors(store, "pooled", rows[::-1])
+    with Store.open(store) as st:
+        with pytest.raises(ConfigError, match="between 1 and"):
+            fit_pca(st, 97, "both")
+        # block-wise reads and projections equal a plain read, for all rows and for a subset across blocks
+        rows = np.sort(np.random.default_rng(1).choice(len(both), size=77, replace=False))
+        np.testing.assert_array_equal(np.vstack(list(st.iter_vectors("both", rows, block=64))), both[rows])
+        np.testing.assert_allclose(project(st, inc, rows), inc.transform(both[rows]), rtol=1e-12)
+        assert project(st, inc).shape == (len(both), 3) and st.vectors("hidden", rows[:0]).shape == (0, 32)
+        with pytest.raises(ConfigError, match="sorted, unique"):
+            st.vectors("pooled", rows[::-1])
 
 
 def test_gp_engine_beats_random_where_the_descriptors_carry_the_gap(tmp_path):
@@ -193,15 +201,15 @@ def test_search_resumes_after_a_crash_and_writes_its_outputs(tmp_path, monkeypat
     assert main(args) == 0
     assert "resuming" in capsys.readouterr().out
     trials = Campaign(out).trials()
-    assert [int(r["trial"]) for r in trials if r["source"] == "oracle"] == list(range(1, 9))
-    assert len({r["id"] for r in trials}) == len(trials) == 28
+    assert [r.trial for r in trials if r.source == "oracle"] == list(range(1, 9))
+    assert len({r.id for r in trials}) == len(trials) == 28
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"] == 8 and (out / "campaign.png").stat().st_size > 1000
     header = (out / "trials.csv").read_text().splitlines()[0]
     assert header == "trial,id,formula,band_gap,abs_error,hit,engine,source"
     # a larger budget extends the campaign; other settings are refused
     assert main(args[:-4] + ["--budget", "10", "--engine", "random", "--out", str(out)]) == 0
-    assert sum(1 for r in Campaign(out).trials() if r["source"] == "oracle") == 10
+    assert sum(1 for r in Campaign(out).trials() if r.source == "oracle") == 10
     assert main(args[:-4] + ["--budget", "10", "--engine", "gp", "--out", str(out)]) == 1
     assert "other settings" in capsys.readouterr().err
 
@@ -282,14 +290,14 @@ def test_trial_numbers_stay_consecutive_with_two_writers(tmp_path):
     store, labels, gap = _synthetic_store(tmp_path)
     settings = CampaignSettings(target=T)
     pool, _ = build_pool(store, settings)
-    a = Campaign.create(tmp_path / "c", store, settings, mode="lab")
+    a = Campaign.create(tmp_path / "c", store, Store.open(store), settings, mode="lab")
     b = Campaign(tmp_path / "c")  # e.g. a second `gapseek tell` on the same campaign
     a.record(pool, [("c0", float(gap[0])), ("c1", float(gap[1]))], "prior")
     a.record(pool, [("c2", float(gap[2]))], "tell")
     b.record(pool, [("c3", float(gap[3])), ("c4", float(gap[4]))], "tell")
     a.record(pool, [("c5", float(gap[5]))], "tell")
     trials = Campaign(tmp_path / "c").trials()
-    assert [(r["id"], int(r["trial"])) for r in trials] == [("c0", 0), ("c1", 0), ("c2", 1), ("c3", 2), ("c4", 3),
+    assert [(r.id, r.trial) for r in trials] == [("c0", 0), ("c1", 0), ("c2", 1), ("c3", 2), ("c4", 3),
                                                             ("c5", 4)]
 
 
@@ -383,7 +391,7 @@ def test_bootstrap_interval_covers_the_ratio_and_narrows_with_seeds():
 
 @pytest.mark.parametrize("kernel", ["matern52", "rbf"])
 def test_fast_posterior_equals_gpy_predict(kernel):
-    from gapseek.search.engines import gp_posterior
+    from gapseek.search.gp import gp_posterior
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(60, 3))
@@ -397,7 +405,7 @@ def test_fast_posterior_equals_gpy_predict(kernel):
 
 
 def test_believed_observations_keep_the_mean_and_shrink_the_variance_only_near_them():
-    from gapseek.search.engines import gp_posterior
+    from gapseek.search.gp import gp_posterior
 
     rng = np.random.default_rng(5)
     X = rng.uniform(-3, 3, size=(30, 2))
@@ -418,13 +426,11 @@ def test_believed_observations_keep_the_mean_and_shrink_the_variance_only_near_t
 
 
 def test_classic_expected_improvement_matches_monte_carlo():
-    from gapseek.search.acquisition import ExpectedImprovement
-
     rng = np.random.default_rng(2)
     mu, sd = np.array([0.05, 0.2, 0.0]), np.array([0.02, 0.1, 0.3])
-    acq = ExpectedImprovement(lambda X: (mu, sd), T, 0.01, 0.06)
     f = rng.normal(mu, sd, size=(2_000_000, 3))  # Monte Carlo standard error <= 1.5e-4
-    np.testing.assert_allclose(acq.forward(np.zeros((3, 1))), np.maximum(0.06 - f, 0).mean(axis=0), atol=6e-4)
+    np.testing.assert_allclose(expected_improvement(mu, sd, T, 0.01, 0.06), np.maximum(0.06 - f, 0).mean(axis=0),
+                               atol=6e-4)
 
 
 def test_a_target_typo_is_refused_before_anything_runs(tmp_path, capsys):
@@ -475,19 +481,19 @@ def test_search_says_which_pca_it_uses(tmp_path, capsys):
     # gapseek pca fits pooled by default: the one search uses
     assert main(["pca", str(store), "--components", "4"]) == 0
     assert "pca: pooled" in capsys.readouterr().out
-    stored = load_pca(store, "pooled")
+    stored = _saved_pca(store, "pooled")
     assert stored.origin == "gapseek pca" and stored.created and stored.n_components == 4
     assert main(base) == 0
     err = capsys.readouterr().err
     assert "PCA: the store's pooled PCA fitted by gapseek pca on " + stored.created[:10] in err
     assert "its first 3 of 4 components" in err
-    np.testing.assert_array_equal(load_pca(store, "pooled").components, stored.components)  # not refitted
+    np.testing.assert_array_equal(_saved_pca(store, "pooled").components, stored.components)  # not refitted
     # more components than stored: said, refitted and saved in its place
     assert main(base + ["--components", "5"]) == 0
     err = capsys.readouterr().err
     assert "pooled PCA (fitted by gapseek pca on" in err and "has 4 component(s), 5 asked; fitted 5" in err
     assert "in place of the old one" in err
-    refit = load_pca(store, "pooled")
+    refit = _saved_pca(store, "pooled")
     assert refit.n_components == 5 and refit.origin == "gapseek search"
     # another vector: there is none of it; the one there is named
     assert main(base + ["--vector", "hidden"]) == 0
@@ -516,7 +522,7 @@ def test_resuming_with_other_settings_names_each_difference(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "other settings (stored -> given): target: 2.534 -> 2.6; engine: 'random' -> 'gp'; prior: 20 -> 30" in err
     assert "CampaignSettings(" not in err and "--overwrite" in err
-    assert sum(1 for r in Campaign(out).trials() if r["source"] == "oracle") == 2  # untouched
+    assert sum(1 for r in Campaign(out).trials() if r.source == "oracle") == 2  # untouched
 
 
 def test_summary_says_none_when_no_hit_and_starts_from_the_prior(tmp_path, capsys):
@@ -530,10 +536,10 @@ def test_summary_says_none_when_no_hit_and_starts_from_the_prior(tmp_path, capsy
     assert s["mode"] == "simulated" and s["budget"] == 3 and s["trials"] == 3
     assert s["found"] is False and s["first_hit"] is None and s["first_hit_censored_at"] == 3
     rows = Campaign(out).trials()
-    prior_err = [float(r["abs_error"]) for r in rows if r["source"] == "prior"]
+    prior_err = [r.abs_error for r in rows if r.source == "prior"]
     assert s["prior"] == 20 == len(prior_err) and s["prior_best_abs_error"] == pytest.approx(min(prior_err))
-    best = min((r for r in rows if r["source"] == "prior"), key=lambda r: float(r["abs_error"]))
-    assert s["prior_best_id"] == best["id"]
+    best = min((r for r in rows if r.source == "prior"), key=lambda r: r.abs_error)
+    assert s["prior_best_id"] == best.id
     assert "unsuggested" not in s
     # a hit: first_hit set, nothing censored
     out2 = tmp_path / "d"
@@ -541,7 +547,7 @@ def test_summary_says_none_when_no_hit_and_starts_from_the_prior(tmp_path, capsy
                  "--tolerance", "0.3", "--budget", "5", "--engine", "random", "--out", str(out2)]) == 0
     s = json.loads((out2 / "summary.json").read_text())
     assert s["found"] is True and 1 <= s["first_hit"] <= 5 and s["first_hit_censored_at"] is None
-    first = next(int(r["trial"]) for r in Campaign(out2).trials() if r["source"] == "oracle" and int(r["hit"]))
+    first = next(r.trial for r in Campaign(out2).trials() if r.source == "oracle" and r.hit)
     assert s["first_hit"] == first
 
 
@@ -555,7 +561,7 @@ def test_tell_marks_ids_never_suggested(tmp_path, capsys):
     assert main(["tell", str(out), str(res)]) == 0
     printed = capsys.readouterr().out
     assert f"1 of them never suggested by this campaign: {other} (recorded as lab-unsuggested" in printed
-    sources = {r["id"]: r["source"] for r in Campaign(out).trials()}
+    sources = {r.id: r.source for r in Campaign(out).trials()}
     assert sources[suggested[0]] == "lab" and sources[other] == "lab-unsuggested"
     s = json.loads((out / "summary.json").read_text())
     assert s["mode"] == "lab" and s["budget"] is None and s["trials"] == 2 and s["unsuggested"] == 1
@@ -573,7 +579,7 @@ def test_tell_marks_ids_never_suggested(tmp_path, capsys):
 
 
 def test_campaign_plot_is_drawn_for_simulated_and_lab_runs(tmp_path):
-    from gapseek.search.report import plot_campaign
+    from gapseek.search.campaign.report import plot_campaign
 
     # smoke over the edge cases: no prior, an exact hit (|gap - T| = 0 on a log axis), unsuggested trials
     for kw in ({}, {"prior_gaps": [2.0, 3.1], "prior_ids": ["p0", "p1"], "budget": 5},

@@ -10,11 +10,13 @@ import pytest
 from conftest import EXAMPLES, write_cif
 
 from gapseek.cli import main
+from gapseek.cluster.merge import merge_shards
+from gapseek.cluster.parts import shard_path, shard_states
+from gapseek.cluster.plan import array_batches, parse_shard, plan_shards, shards_for_rank
+from gapseek.cluster.shard import run_shard
 from gapseek.errors import ConfigError, StoreError
 from gapseek.featurize import FeaturizeSettings
-from gapseek.manifest import build_manifest, read_manifest, write_manifest
-from gapseek.sharding import merge_shards, run_shard, shard_path, shard_states
-from gapseek.shards import array_batches, parse_shard, plan_shards, shards_for_rank
+from gapseek.store.manifest import build_manifest, read_manifest, write_manifest
 
 
 def test_plan_covers_every_row_once_in_chunk_multiples():
@@ -95,7 +97,7 @@ def _rows(path):
 
 
 def test_interrupted_shard_resumes_from_its_blocks_and_equals_a_clean_run(indexed_store, model_dir, monkeypatch):
-    import gapseek.sharding as sharding
+    import gapseek.cluster.shard as sharding
 
     lm = _load(model_dir)
     settings = FeaturizeSettings(chunk_size=4)
@@ -146,7 +148,7 @@ def test_merge_verifies_every_entry_and_names_bad_shards(indexed_store, model_di
     with pytest.raises(StoreError, match="shard 2 .*other inputs"):
         merge_shards(indexed_store)
     p2.write_bytes(good)
-    out = merge_shards(indexed_store)
+    out = merge_shards(indexed_store).path
     man = read_manifest(indexed_store)
     rows = _rows(out)
     seen = [s.decode() for s in rows["ids"]] + [s.decode() for s in rows["failures/ids"]]

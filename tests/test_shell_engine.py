@@ -9,9 +9,12 @@ from conftest import run_interrupted
 from test_search import _synthetic_store
 
 from gapseek.cli import main
-from gapseek.search.campaign import Campaign, CampaignSettings
-from gapseek.search.engine_shell import IsoGP, ShellEngine, calibrate
-from gapseek.search.engines import DEFAULT_ENGINE, Pool, make_engine
+from gapseek.search.calibration import calibrate
+from gapseek.search.campaign import Campaign
+from gapseek.search.engines import DEFAULT_ENGINE, ShellEngine, make_engine
+from gapseek.search.gp import IsoGP
+from gapseek.search.pool import Pool
+from gapseek.search.settings import CampaignSettings
 
 T = 2.534
 
@@ -146,15 +149,15 @@ def test_the_shell_engine_resumes_exactly(tmp_path, monkeypatch, batch, crash_at
     assert main(args + ["--out", str(tmp_path / "whole")]) == 0
     camp = Campaign(tmp_path / "whole")
     assert camp.settings.engine == "shell"
-    whole = [r["id"] for r in camp.trials() if r["source"] == "oracle"]
+    whole = [r.id for r in camp.trials() if r.source == "oracle"]
     assert run_interrupted(args + ["--out", str(tmp_path / "cut")], crash_at, monkeypatch) == 130
     assert main(args + ["--out", str(tmp_path / "cut")]) == 0
-    assert [r["id"] for r in Campaign(tmp_path / "cut").trials() if r["source"] == "oracle"] == whole
+    assert [r.id for r in Campaign(tmp_path / "cut").trials() if r.source == "oracle"] == whole
 
 
 def test_parse_targets():
     from gapseek.errors import ConfigError
-    from gapseek.search.benchmark import parse_targets
+    from gapseek.search.benchmark.targets import parse_targets
 
     assert parse_targets("2.0,2.534") == [2.0, 2.534]
     assert parse_targets("1.0:4.0:0.25") == [1.0 + 0.25 * k for k in range(13)]
@@ -192,7 +195,7 @@ def test_benchmark_over_targets_reports_per_target_and_aggregate(tmp_path, capsy
 
 
 def test_target_bands_put_the_top_target_in_the_last_band():
-    from gapseek.search.report import target_bands
+    from gapseek.search.benchmark.plots import target_bands
 
     targets = [round(1.0 + 0.01 * k, 2) for k in range(301)]
     idx, edges = target_bands(targets)
@@ -231,8 +234,8 @@ def test_a_lab_driven_by_suggest_and_tell_gets_the_picks_the_benchmark_simulates
     assert main(["search", str(store), "--labels", str(labels), "--prior", "20", "--target", str(T), "--tolerance",
                  "0.02", "--budget", "6", "--seed", "5", "--out", str(tmp_path / "sim")]) == 0
     trials = Campaign(tmp_path / "sim").trials()
-    prior = [r["id"] for r in trials if r["source"] == "prior"]
-    simulated = [r["id"] for r in trials if r["source"] == "oracle"]
+    prior = [r.id for r in trials if r.source == "prior"]
+    simulated = [r.id for r in trials if r.source == "oracle"]
     assert len(prior) == 20 and len(simulated) == 6
     prior_file = tmp_path / "prior.csv"
     prior_file.write_text("".join(f"{cid},{float(gap[int(cid[1:])])!r}\n" for cid in prior))

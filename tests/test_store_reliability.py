@@ -26,7 +26,8 @@ from conftest import EXAMPLES, write_cif
 
 import gapseek
 from gapseek.cli import main
-from gapseek.sharding import _lock_path, shard_path
+from gapseek.cluster.parts import lock_path as _lock_path
+from gapseek.cluster.parts import shard_path
 
 SRC = Path(gapseek.__file__).resolve().parents[1]  # the gapseek under test, for the `gapseek` subprocesses
 
@@ -191,7 +192,7 @@ def test_status_exit_code_tells_scripts_whether_every_shard_is_complete(cif_dir,
 _TASK = textwrap.dedent("""
     import sys
     from gapseek.cli import main  # the imports (torch, h5py, pymatgen) before the barrier
-    import gapseek.featurize, gapseek.sharding
+    import gapseek.featurize, gapseek.cluster.shard
     print("ready", flush=True)
     sys.stdin.readline()  # the barrier: both tasks start featurizing at once
     sys.exit(main(sys.argv[1:]))
@@ -262,14 +263,16 @@ def test_without_flock_a_task_that_loses_the_race_still_ends_well(done_store, ti
                                                                    caplog):
     """On a file system without flock the tasks are not serialized; the one whose checkpoint folder vanishes
     under it (the other completed the shard) must not fail."""
-    import gapseek.sharding as sharding
+    import fcntl
+
+    import gapseek.cluster.shard as sharding
     from gapseek.featurize import FeaturizeSettings
     from gapseek.model import load_model
 
     def no_flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(sharding.fcntl, "flock", no_flock)  # (the fcntl module's own, until the test ends)
+    monkeypatch.setattr(fcntl, "flock", no_flock)  # (the fcntl module's own, until the test ends)
     store = _copy(done_store, tmp_path / "store")
     done = shard_path(store, 1).read_bytes()
     shard_path(store, 1).unlink()
@@ -448,9 +451,9 @@ def _scaled_copy(model_dir: Path, dest: Path, factor: float) -> Path:
 
 
 def test_an_atom_init_that_is_not_the_published_one_is_refused_unless_opted_out(model_dir, tmp_path, capsys):
+    from gapseek.cluster.submit import ShardTask
     from gapseek.errors import ChecksumError
     from gapseek.store import open_store
-    from gapseek.submit import ShardTask
 
     scaled = _scaled_copy(model_dir, tmp_path / "scaled", 1.001)  # every value x1.001: predictions move ~0.007 eV
     si = str(EXAMPLES / "Si.cif")
@@ -480,7 +483,7 @@ def test_an_atom_init_that_is_not_the_published_one_is_refused_unless_opted_out(
 
 
 def test_errno_of_a_failed_hdf5_flush_is_found_in_its_message():
-    from gapseek.store import _errno
+    from gapseek.store.writer import _errno
 
     assert _errno(OSError(errno.ENOSPC, "x")) == errno.ENOSPC
     assert _errno(RuntimeError("Can't decrement id ref count (file write failed: ..., errno = 122, error")) == 122

@@ -63,6 +63,11 @@ class GapseekWarning(UserWarning):
     """The one warning class of the package."""
 
 
+class FitWarning(GapseekWarning):
+    """A model fit of the search (a GP's hyperparameters) met numerical trouble: the warnings the fitting library
+    raised, summed up in one, or a fit that failed and kept the previous hyperparameters."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says an allocation failed: a MemoryError, or a C/C++ library's error text for one
     (std::bad_alloc, numpy's "Unable to allocate", "out of memory")."""

@@ -3,7 +3,7 @@
 From the labelled crystals (prior: CGCNN prediction and measured gap) and the predictions of the candidates,
 nothing else. The model behind it is the one the ``shell`` engine uses to place its shell:
 
-- **Calibration** (:func:`gapseek.search.engine_shell.calibrate`): ``gap ~ a + b * prediction`` near ``T``.
+- **Calibration** (:func:`gapseek.search.calibration.calibrate`): ``gap ~ a + b * prediction`` near ``T``.
 - **Residuals**: the non-metal labels' residuals ``gap - (a + b * prediction)``, each weighted by how near ``T``
   its calibrated prediction lies (a Gaussian of width ``bandwidth``), smoothed by a Gaussian kernel of width ``h``
   (``h = max(0.3 * spread, MIN_H)``, 0.02 eV). The empirical residuals keep their heavy tails, which a Gaussian of the
@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from gapseek.errors import ConfigError
-from gapseek.search.engine_shell import Calibration, calibrate, leaves_metals_out
+from gapseek.search.calibration import Calibration, calibrate, leaves_metals_out
 
 __all__ = ["Forecast", "forecast", "forecast_pool", "hit_probabilities"]
 
@@ -224,7 +224,7 @@ def forecast(prediction: np.ndarray, label_prediction: np.ndarray, label_gap: np
 
 def forecast_pool(pool, observed: np.ndarray, observed_y: np.ndarray, budget: int, n_boot: int = 100,
                   seed: int = 0) -> Forecast:
-    """The forecast for a campaign on ``pool`` (:class:`gapseek.search.engines.Pool`) whose labelled rows are
+    """The forecast for a campaign on ``pool`` (:class:`gapseek.search.pool.Pool`) whose labelled rows are
     ``observed`` (``m``) with gaps ``observed_y`` (``m``): the candidates are the rows an engine may still propose."""
     observed = np.asarray(observed, dtype=np.int64)
     left = pool.proposable()

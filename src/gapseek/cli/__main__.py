@@ -1,0 +1,7 @@
+"""``python -m gapseek.cli``."""
+
+import sys
+
+from gapseek.cli import main
+
+sys.exit(main())

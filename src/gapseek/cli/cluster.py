@@ -1,0 +1,147 @@
+"""``gapseek index``, ``featurize STORE`` (shards, MPI), ``merge``, ``status`` and ``submit``: parse, call the
+library (:mod:`gapseek.cluster`), print."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from gapseek import config
+from gapseek.cli.options import load, settings
+from gapseek.cluster.merge import MergeResult, merge_shards
+from gapseek.cluster.parts import rerun_hint, shard_states
+from gapseek.cluster.plan import array_batches, parse_shard
+from gapseek.cluster.shard import ShardResult, run_shard
+from gapseek.cluster.submit import SubmitResult, SubmitSettings, cluster_max_array_size, submit_shards
+from gapseek.store.manifest import build_manifest, input_tops, read_plan, write_manifest
+
+
+def _merged(res: MergeResult, verified: bool = False) -> None:
+    """The one line that says a merge happened."""
+    if verified:
+        print(f"gapseek merge: {res.n_features} features + {res.n_failures} failures = every manifest entry once, "
+              f"in {res.seconds:.1f} s -> {res.path}", flush=True)
+    else:
+        print(f"gapseek merge: -> {res.path}", flush=True)
+
+
+def _shard_line(res: ShardResult) -> None:
+    if res.status == "skipped":
+        print(f"shard {res.index}: complete already; skipped", flush=True)
+    else:
+        rate = res.n_entries / res.seconds if res.seconds > 0 else float("inf")
+        extra = f" (resumed: {res.blocks_reused} checkpointed block(s) kept)" if res.blocks_reused else ""
+        print(f"shard {res.index}: {res.n_ok} ok / {res.n_failed} failed of {res.n_entries} in "
+              f"{res.seconds:.1f} s ({rate:.1f} crystals/s){extra}", flush=True)
+
+
+def run_shards(store: str, args: argparse.Namespace) -> int:
+    """``gapseek featurize STORE``: the shard ``--shard`` names, this array task's, every shard, or (``--mpi``)
+    this rank's share; with ``--merge``, the merge after."""
+    plan = read_plan(store)
+    featurizer = settings(args)
+    if args.mpi:
+        from gapseek.cluster.mpi import run_mpi  # mpi4py initialises MPI when imported: only under --mpi
+
+        res = run_mpi(store, load(args), featurizer, args.checkpoint_every, merge=args.merge, on_result=_shard_line)
+        if res.rank != 0:
+            return 0 if res.ok else 1
+        print(f"gapseek featurize --mpi: {res.size} rank(s), {res.num_shards} shard(s), {len(res.results)} processed, "
+              f"{len(res.errors)} error(s)", flush=True)
+        for e in res.errors:
+            print(f"  error: {e}", flush=True)
+        if not res.ok:
+            return 1
+        if res.merge is not None:
+            _merged(res.merge)
+        return 0
+    if args.shard is not None:
+        shards = [parse_shard(args.shard, plan.num_shards)]
+    elif (env := config.array_task_shard()) is not None:
+        shards = [parse_shard(str(env), plan.num_shards)]
+    else:
+        shards = list(range(plan.num_shards))
+    lm = load(args)
+    for i in shards:
+        _shard_line(run_shard(store, i, lm, featurizer, args.checkpoint_every))
+    if args.merge:
+        _merged(merge_shards(store, overwrite=True))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    man, dups = build_manifest(args.roots, shard_size=args.shard_size, num_shards=args.shards,
+                               chunk_size=args.chunk_size, threads=args.threads)
+    path = write_manifest(args.out, man, dups, overwrite=args.overwrite)
+    print(f"gapseek index: {len(man)} inputs, {man.plan.num_shards} shard(s) of {man.plan.shard_size} "
+          f"in {time.perf_counter() - t0:.1f} s -> {path}")
+    if dups:
+        same = sum(1 for d in dups if d[4])
+        print(f"  {len(dups)} file(s) share an id with another ({same} with identical content); kept as ID~k, "
+              f"listed in {args.out}/duplicates.tsv")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    _merged(merge_shards(args.store, overwrite=args.overwrite), verified=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if args.num_shards:
+        print(read_plan(args.store).num_shards)
+        return 0
+    if args.arrays:
+        n = read_plan(args.store).num_shards
+        for batch in array_batches(n, args.max_array_size or cluster_max_array_size()):
+            print(batch[0], len(batch))
+        return 0
+    if args.input_dirs:
+        print("\n".join(input_tops(args.store)))
+        return 0
+    states = shard_states(args.store)
+    todo = [s.index for s in states if s.state != "complete"]
+    if args.todo:
+        print(",".join(map(str, todo)))
+        return 0
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    print(f"{args.store}: {len(states)} shard(s): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for s in states:
+        if s.state != "complete":
+            print(f"  shard {s.index}: {s.state}" + (f" - {s.detail}" if s.detail else ""))
+    if todo:
+        print(rerun_hint(args.store, todo))
+        return 3  # some shard is not complete (see the help: 1 is an error, 2 a usage error)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    sub = SubmitSettings(
+        executor=args.executor, partition=args.partition, time_min=args.time, cpus=args.cpus, gpus=args.gpus,
+        mem_gb=args.mem_gb, parallel=args.parallel, max_array_size=args.max_array_size,
+        slurm_options=tuple(args.slurm_option), checkpoint_every=args.checkpoint_every,
+    )
+    featurizer = settings(args)
+    lm = load(args)  # fail early, here, on a missing or wrong model
+
+    def submitted(res: SubmitResult) -> None:
+        if not res.todo:
+            print(f"gapseek submit: every shard of {res.store} is complete")
+            return
+        print(f"gapseek submit: {len(res.todo)} shard(s) in {len(res.arrays)} {sub.executor} array(s) "
+              f"{', '.join(res.arrays)}; logs in {res.logs}", flush=True)
+        if args.no_wait:
+            print(f"then: gapseek merge {res.store}")
+
+    def finished(res: ShardResult) -> None:
+        print(f"shard {res.index}: {res.status}, {res.n_entries} entries in {res.seconds:.1f} s", flush=True)
+
+    res = submit_shards(args.store, sub, featurizer, model=(str(lm.checkpoint_path), str(lm.atom_init_path),
+                                                         lm.checkpoint_sha256),
+                        wait=not args.no_wait, on_submitted=submitted, on_result=finished)
+    if res.merge is not None:
+        _merged(res.merge)
+    return 0

@@ -2,15 +2,17 @@
 500,000-entry pool for index, plan and merge.
 
     python benchmarks/shard_scaling.py [--shards 8] [--parallel 8] [--synthetic 500000] [--skip-real]
+                                       [--pool DIR]   # a pool of benchmarks/cod_pool.py instead of tiny files
 
 Part 1 (../shared/data/mp-gap-36k, 36,737 CIFs): `gapseek index`, then (a) one process featurizing every
 shard in turn, (b) `sbatch --array=0-N-1%K slurm/featurize.sbatch` on the local Slurm (tests/slurm/
 local-slurm.sh, started here if none is up), then `gapseek merge`. Prints wall times, the speed-up, store
 sizes, merge time and every task's peak RSS (recorded in its part file).
 
-Part 2 (synthetic): a tree of N tiny files in COD's layout is indexed (walk + sha256 of every file); the shard
-plan is computed; shards with random 64+32-d vectors are written as featurize would, and merged. Prints time
-and peak RSS of index and merge: memory must stay flat in N, time must stay in minutes.
+Part 2 (synthetic): a tree of N tiny files in COD's layout (or, with --pool, a rehearsal pool of realistic
+COD-like files made by benchmarks/cod_pool.py) is indexed (walk + read + sha256 + work estimate of every file),
+loose and --pack; the shard plan is read; shards with random 64+32-d vectors are written as featurize would,
+and merged. Prints time and peak RSS of index and merge: memory must stay flat in N, time must stay in minutes.
 """
 
 from __future__ import annotations
@@ -108,28 +110,33 @@ def part1(work: Path, shards: int, parallel: int) -> None:
           f"{_du_mb(storeN / 'manifest.h5'):.1f} MB", flush=True)
 
 
-def part2(work: Path, n: int) -> None:
+def part2(work: Path, n: int, pool: Path | None = None) -> None:
     from gapseek.cluster.parts import shard_path
-    from gapseek.cluster.plan import plan_shards
-    from gapseek.store import FeatureRows, StoreWriter
+    from gapseek.store import FeatureRows, ShardInfo, StoreWriter
     from gapseek.store.manifest import read_manifest
 
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    tree = work / "cod" / "cif"
-    t0 = time.perf_counter()
-    for k in range(n):
-        cid = 1000000 + k
-        d = tree / str(cid)[0] / str(cid)[1:3] / str(cid)[3:5]
-        if k % 100 == 0 or not d.is_dir():
-            d.mkdir(parents=True, exist_ok=True)
-        (d / f"{cid}.cif").write_text(f"data_{cid}\n_cell_length_a {3 + k % 7}\n")
-    print(f"\nsynthetic tree of {n:,} files written in {time.perf_counter() - t0:.0f} s", flush=True)
+    if pool is None:
+        tree = work / "cod" / "cif"
+        t0 = time.perf_counter()
+        for k in range(n):
+            cid = 1000000 + k
+            d = tree / str(cid)[0] / str(cid)[1:3] / str(cid)[3:5]
+            if k % 100 == 0 or not d.is_dir():
+                d.mkdir(parents=True, exist_ok=True)
+            (d / f"{cid}.cif").write_text(f"data_{cid}\n_cell_length_a {3 + k % 7}\n")
+        print(f"\nsynthetic tree of {n:,} files written in {time.perf_counter() - t0:.0f} s", flush=True)
+    else:
+        tree = pool / "cif"
     store = work / "synthetic"
-    t_index, rss_index, out = _timed([str(BIN / "gapseek"), "index", str(work / "cod"), "--out", str(store)], env)
-    print(f"index {n:,} files: {t_index:.1f} s, peak RSS {rss_index:.0f} MB ({out.strip()})", flush=True)
+    for extra in ([], ["--pack"]):
+        t_index, rss_index, out = _timed([str(BIN / "gapseek"), "index", str(tree), "--out", str(store),
+                                          "--overwrite", "--threads", str(os.cpu_count() or 2), *extra], env)
+        print(f"index {' '.join(extra) or '(loose)'}: {t_index:.1f} s, peak RSS {rss_index:.0f} MB "
+              f"({out.strip()})", flush=True)
     t0 = time.perf_counter()
     man = read_manifest(store)
-    plan = plan_shards(len(man), shard_size=4096)
+    plan = man.plan
     digests = [man.shard_digest(i) for i in range(plan.num_shards)]
     t_plan = time.perf_counter() - t0
     print(f"read manifest + plan {plan.num_shards} shards + their digests: {t_plan:.1f} s", flush=True)
@@ -157,7 +164,8 @@ def part2(work: Path, n: int) -> None:
         rows.n_atoms = rows.n_padded = rows.n_tied = [0] * nok
         with StoreWriter(path.parent, attrs=attrs, overwrite=True, filename=path.name) as w:
             w.write(rows)
-            w.commit({"entries_digest": digests[i]})
+            w.commit(shard=ShardInfo(digests[i], shard_index=i, num_shards=plan.num_shards, manifest_start=a,
+                                     manifest_stop=b))
     print(f"wrote {plan.num_shards} synthetic shards in {time.perf_counter() - t0:.0f} s", flush=True)
     t_merge, rss_merge, out = _timed([str(BIN / "gapseek"), "merge", str(store)], env)
     print(f"merge {n:,} entries: {t_merge:.1f} s, peak RSS {rss_merge:.0f} MB; features.h5 "
@@ -170,6 +178,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--synthetic", type=int, default=500_000)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--pool", type=Path, help="part 2 on this benchmarks/cod_pool.py pool instead of tiny files")
     ap.add_argument("--work", help="scratch folder (default: a temporary one, removed at the end)")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gapseek-scaling-"))
@@ -178,7 +187,7 @@ def main() -> int:
         if not args.skip_real:
             part1(work, args.shards, args.parallel)
         if args.synthetic:
-            part2(work, args.synthetic)
+            part2(work, args.synthetic, args.pool)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

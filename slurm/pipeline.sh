@@ -12,12 +12,16 @@
 #
 # Run it from any directory (relative paths are made absolute). Logs: STORE/logs/. Settings, from the
 # environment or the site file (slurm/site.sh, see site.sh.example):
-#   SHARD_SIZE           manifest rows per shard (4096)
+#   SHARD_SIZE           manifest rows per shard, on average: shards are cut by estimated work (4096)
+#   PACK                 1 (default): index packs every CIF into STORE/inputs.h5, and each shard task reads
+#                        its rows from that one file instead of opening thousands (parallel file systems);
+#                        0: the tasks read the CIF files themselves
 #   PARALLEL             array tasks running at once (16)
 #   GAPSEEK_GRES         the featurize tasks' GPU request, e.g. gpu:a100:1 (default: featurize.sbatch's gpu:1;
 #                        none on CPU nodes)
 #   GAPSEEK_SBATCH_ARGS  options added to every sbatch call, e.g. "--account=abc --partition=p"; Slurm's
 #                        SBATCH_* variables work too (they, too, apply to every step)
+#   GAPSEEK_FEATURIZE_ARGS  options for every featurize task, e.g. "--timeout 60 --memory-limit 3"
 #   GAPSEEK_IMAGE        run every step inside the Singularity/Apptainer image (GAPSEEK_BIND: what to bind)
 # Arrays longer than the cluster's MaxArraySize are split, each part with its --shard-offset.
 set -euo pipefail
@@ -50,7 +54,10 @@ SHARD_SIZE=${SHARD_SIZE:-4096}
 PARALLEL=${PARALLEL:-16}
 [[ $SHARD_SIZE =~ ^[1-9][0-9]*$ ]] || die "SHARD_SIZE must be a positive number of rows, got '$SHARD_SIZE'"
 [[ $PARALLEL =~ ^[1-9][0-9]*$ ]] || die "PARALLEL must be a positive number of tasks, got '$PARALLEL'"
+PACK=${PACK:-1}
+case $PACK in 1) index_opts=(--pack) ;; 0) index_opts=() ;; *) die "PACK must be 1 or 0, got '$PACK'" ;; esac
 read -r -a extra <<< "${GAPSEEK_SBATCH_ARGS:-}"
+read -r -a featurize_opts <<< "${GAPSEEK_FEATURIZE_ARGS:-}"
 gres=()
 if [ -n "${GAPSEEK_GRES:-}" ]; then
     [[ $GAPSEEK_GRES =~ ^[A-Za-z0-9_:,.-]+$ ]] || die "GAPSEEK_GRES looks wrong: '$GAPSEEK_GRES' (e.g. gpu:a100:1)"
@@ -101,7 +108,8 @@ submit_rest() {
     [ -n "$arrays" ] || die "gapseek status $store --arrays listed no shards"
     while read -r off count; do
         submit ${gres[@]+"${gres[@]}"} --array=0-$((count - 1))%"$PARALLEL" \
-            --output="$store/logs/gapseek-featurize-%A_%a.log" "$here/featurize.sbatch" "$store" --shard-offset "$off" </dev/null
+            --output="$store/logs/gapseek-featurize-%A_%a.log" "$here/featurize.sbatch" "$store" --shard-offset "$off" \
+            ${featurize_opts[@]+"${featurize_opts[@]}"} </dev/null
         deps="$deps:$jid"
         echo "featurize shards $off..$((off + count - 1)): array job $jid"
     done <<< "$arrays"
@@ -119,18 +127,20 @@ if [ $after_index = 1 ]; then
     submit_rest
 elif [ $now = 1 ]; then
     gapseek_cmd "${roots[@]}" "$store"
-    "${GAPSEEK[@]}" index "${roots[@]}" --out "$store" --shard-size "$SHARD_SIZE" --overwrite
+    "${GAPSEEK[@]}" index "${roots[@]}" --out "$store" --shard-size "$SHARD_SIZE" ${index_opts[@]+"${index_opts[@]}"} \
+        --overwrite
     submit_rest
     echo "gapseek pipeline: jobs ${submitted[*]} submitted; logs in $store/logs"
 else
     # the index job runs this script again with --after-index, with the submission settings of this shell
     # (passed as arguments, so they hold under SBATCH_EXPORT=NONE too)
-    next=(env "PARALLEL=$PARALLEL" "GAPSEEK_SBATCH_ARGS=${GAPSEEK_SBATCH_ARGS:-}" "GAPSEEK_GRES=${GAPSEEK_GRES:-}")
+    next=(env "PARALLEL=$PARALLEL" "PACK=$PACK" "GAPSEEK_SBATCH_ARGS=${GAPSEEK_SBATCH_ARGS:-}" "GAPSEEK_GRES=${GAPSEEK_GRES:-}"
+          "GAPSEEK_FEATURIZE_ARGS=${GAPSEEK_FEATURIZE_ARGS:-}")
     for v in $(compgen -e | grep '^SBATCH_' || true); do next+=("$v=${!v}"); done
     next+=(bash "$here/pipeline.sh" --after-index --out "$store")
     if [ ${#search[@]} -gt 0 ]; then next+=(--search "${search[@]}"); fi
     submit --output="$store/logs/gapseek-index-%j.log" "$here/index.sbatch" "${roots[@]}" --out "$store" \
-        --shard-size "$SHARD_SIZE" -- "${next[@]}"
+        --shard-size "$SHARD_SIZE" ${index_opts[@]+"${index_opts[@]}"} -- "${next[@]}"
     echo "gapseek pipeline: index job $jid; it submits featurize, merge and search when it is done"
     echo "logs in $store/logs; follow with: squeue -u \$USER; gapseek status $store"
 fi

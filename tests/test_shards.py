@@ -81,7 +81,8 @@ def indexed_store(tmp_path, model_dir):
         write_cif(root / f"Si{k}.cif", "P 1", (5.43 + 0.01 * k, 5.43, 5.43, 90, 90, 90),
                   [("Si1", "Si", 0, 0, 0, 1), ("Si2", "Si", 0.25, 0.25, 0.25, 1)])
     store = tmp_path / "store"
-    assert main(["index", str(root), "--out", str(store), "--shard-size", "8", "--chunk-size", "4"]) == 0
+    assert main(["index", str(root), "--out", str(store), "--shard-size", "8", "--chunk-size", "4", "--balance",
+                 "count"]) == 0  # shards of 8 rows: two checkpoint blocks each
     return store
 
 

@@ -44,7 +44,8 @@ def _cifs(root: Path, n_si: int = 6) -> Path:
 
 
 def _index(cifs: Path, store: Path, shard_size: int = 8) -> Path:
-    assert main(["index", str(cifs), "--out", str(store), "--shard-size", str(shard_size), "--chunk-size", "4"]) == 0
+    assert main(["index", str(cifs), "--out", str(store), "--shard-size", str(shard_size), "--chunk-size", "4",
+                 "--balance", "count"]) == 0
     return store
 
 

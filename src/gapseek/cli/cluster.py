@@ -4,16 +4,15 @@ library (:mod:`gapseek.cluster`), print."""
 from __future__ import annotations
 
 import argparse
-import time
 
 from gapseek import config
 from gapseek.cli.options import load, settings
 from gapseek.cluster.merge import MergeResult, merge_shards
 from gapseek.cluster.parts import rerun_hint, shard_states
-from gapseek.cluster.plan import array_batches, parse_shard
+from gapseek.cluster.plan import array_batches, parse_shard, work_estimate
 from gapseek.cluster.shard import ShardResult, run_shard
 from gapseek.cluster.submit import SubmitResult, SubmitSettings, cluster_max_array_size, submit_shards
-from gapseek.store.manifest import build_manifest, input_tops, read_plan, write_manifest
+from gapseek.store.manifest import index_store, input_tops, read_plan
 
 
 def _merged(res: MergeResult, verified: bool = False) -> None:
@@ -32,7 +31,7 @@ def _shard_line(res: ShardResult) -> None:
         rate = res.n_entries / res.seconds if res.seconds > 0 else float("inf")
         extra = f" (resumed: {res.blocks_reused} checkpointed block(s) kept)" if res.blocks_reused else ""
         print(f"shard {res.index}: {res.n_ok} ok / {res.n_failed} failed of {res.n_entries} in "
-              f"{res.seconds:.1f} s ({rate:.1f} crystals/s){extra}", flush=True)
+              f"{res.seconds:.1f} s ({rate:.1f} crystals/s, peak RSS {res.peak_rss_mb:.0f} MB){extra}", flush=True)
 
 
 def run_shards(store: str, args: argparse.Namespace) -> int:
@@ -70,16 +69,25 @@ def run_shards(store: str, args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
-    man, dups = build_manifest(args.roots, shard_size=args.shard_size, num_shards=args.shards,
-                               chunk_size=args.chunk_size, threads=args.threads)
-    path = write_manifest(args.out, man, dups, overwrite=args.overwrite)
-    print(f"gapseek index: {len(man)} inputs, {man.plan.num_shards} shard(s) of {man.plan.shard_size} "
-          f"in {time.perf_counter() - t0:.1f} s -> {path}")
-    if dups:
-        same = sum(1 for d in dups if d[4])
-        print(f"  {len(dups)} file(s) share an id with another ({same} with identical content); kept as ID~k, "
-              f"listed in {args.out}/duplicates.tsv")
+    res = index_store(args.roots, args.out, shard_size=args.shard_size, num_shards=args.shards,
+                      chunk_size=args.chunk_size, threads=args.threads, balance=args.balance == "work",
+                      pack=args.pack, overwrite=args.overwrite)
+    man, plan = res.manifest, res.manifest.plan
+    rows = [b - a for a, b in (plan.bounds(i) for i in range(plan.num_shards))]
+    how = "balanced by estimated work" if plan.balanced else "of equal row counts"
+    print(f"gapseek index: {len(man)} inputs, {plan.num_shards} shard(s) {how} ({min(rows)}-{max(rows)} rows) "
+          f"in {res.seconds:.1f} s -> {res.path}")
+    if man.atoms_est is not None and plan.num_shards > 1:
+        work = work_estimate(man.atoms_est)
+        per = [float(work[a:b].sum()) for a, b in (plan.bounds(i) for i in range(plan.num_shards))]
+        print(f"  estimated work per shard: max/mean {max(per) / (sum(per) / len(per)):.2f}")
+    if res.pack is not None:
+        print(f"  inputs packed into {res.pack} ({res.pack.stat().st_size / 2**20:.1f} MiB); shard tasks read "
+              f"it instead of the {len(man)} files")
+    if res.duplicates:
+        same = sum(1 for d in res.duplicates if d[4])
+        print(f"  {len(res.duplicates)} file(s) share an id with another ({same} with identical content); kept as "
+              f"ID~k, listed in {args.out}/duplicates.tsv")
     return 0
 
 

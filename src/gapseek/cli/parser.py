@@ -100,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shards", type=int, default=None, metavar="N",
                    help="plan about N equal shards instead of --shard-size")
     p.add_argument("--chunk-size", type=int, default=256, help="featurizer chunk size the plan aligns to")
-    p.add_argument("--threads", type=int, default=8, help="threads hashing files (default 8)")
+    p.add_argument("--balance", choices=("work", "count"), default="work",
+                   help="cut shards so each holds about the same estimated work (atoms in the cells, from the CIF "
+                        "text; default) or the same number of files")
+    p.add_argument("--pack", action="store_true",
+                   help="also pack every CIF into STORE/inputs.h5 (read once here): shard tasks then open one file, "
+                        "not thousands (for parallel file systems)")
+    p.add_argument("--threads", type=int, default=8,
+                   help="processes reading, hashing and sizing up files in parallel (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
     p.set_defaults(func="cluster:cmd_index")
 

@@ -102,12 +102,16 @@ def manifest_by_shard(store: str | Path, plan: ShardPlan, rows: int = 65536) -> 
     """``(index, manifest rows that include shard index's)`` for every shard, reading the manifest in slices of
     about ``rows`` rows (its chunk size): memory stays bounded, and each compressed chunk is read once, not once
     per shard."""
-    per = max(1, rows // plan.shard_size)
-    for first in range(0, plan.num_shards, per):
-        last = min(first + per, plan.num_shards) - 1
-        man = read_manifest(store, plan.bounds(first)[0], plan.bounds(last)[1])
+    first = 0
+    while first < plan.num_shards:
+        start = plan.bounds(first)[0]
+        last = first
+        while last + 1 < plan.num_shards and plan.bounds(last + 1)[1] - start <= rows:
+            last += 1
+        man = read_manifest(store, start, plan.bounds(last)[1])
         for i in range(first, last + 1):
             yield i, man
+        first = last + 1
 
 
 def shard_states(store: str | Path, settings_digest: str | None = None, verify: bool = True) -> list[ShardState]:

@@ -12,6 +12,7 @@ flock) throughout: a second task on the same shard waits for the first, then ski
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ from gapseek.fsutil import file_lock
 from gapseek.model import LoadedModel
 from gapseek.store import ShardInfo, StoreWriter
 from gapseek.store.manifest import entries_digest, read_manifest, read_plan
+from gapseek.store.pack import PackReader
 from gapseek.structure.inputs import InputItem
 
 __all__ = ["ShardResult", "run_shard", "shard_lock"]
@@ -46,6 +48,7 @@ class ShardResult:
     n_failed: int
     seconds: float
     blocks_reused: int = 0
+    peak_rss_mb: float = 0.0  # this process or its largest worker
 
 
 @contextmanager
@@ -124,26 +127,31 @@ def _featurize_shard(store, index, model, settings, checkpoint_every, on_rows, p
     partial.mkdir(parents=True, exist_ok=True)
     reused = 0
     blocks = []
-    for b0 in range(0, n, checkpoint_every):
-        b1 = min(b0 + checkpoint_every, n)
-        name = f"block-{b0:07d}-{b1:07d}.h5"
-        block_digest = entries_digest(entries.ids[b0:b1], entries.sha256[b0:b1])
-        blocks.append(partial / name)
-        if (partial / name).exists():
-            problem = file_problem_for(partial / name, block_digest, b1 - b0, attrs["settings_digest"])
-            if problem is None:
-                reused += 1
-                if on_rows:
-                    on_rows(b1 - b0)
-                continue
-            log.warning("%s: %s; featurizing it again", partial / name, problem)
-        items = [InputItem(i, p, s) for i, p, s in zip(entries.ids[b0:b1], entries.paths[b0:b1],
-                                                         entries.sha256[b0:b1])]
-        with StoreWriter(partial, attrs=attrs, overwrite=True, filename=name) as w:
-            for rows in featurize_items(items, model, settings,
-                                        on_chunk=(lambda r, k: on_rows(k)) if on_rows else None):
-                w.write(rows)
-            w.commit(shard=ShardInfo(block_digest))
+    with contextlib.ExitStack() as stack:
+        pack = None
+        for b0 in range(0, n, checkpoint_every):
+            b1 = min(b0 + checkpoint_every, n)
+            name = f"block-{b0:07d}-{b1:07d}.h5"
+            block_digest = entries_digest(entries.ids[b0:b1], entries.sha256[b0:b1])
+            blocks.append(partial / name)
+            if (partial / name).exists():
+                problem = file_problem_for(partial / name, block_digest, b1 - b0, attrs["settings_digest"])
+                if problem is None:
+                    reused += 1
+                    if on_rows:
+                        on_rows(b1 - b0)
+                    continue
+                log.warning("%s: %s; featurizing it again", partial / name, problem)
+            if entries.packed and pack is None:  # one open of the pack per task, one read per block
+                pack = stack.enter_context(PackReader(store, entries.pack_sha256s))
+            data = pack.read(start + b0, start + b1) if pack is not None else [None] * (b1 - b0)
+            items = [InputItem(i, p, s, d) for i, p, s, d in zip(entries.ids[b0:b1], entries.paths[b0:b1],
+                                                                  entries.sha256[b0:b1], data)]
+            with StoreWriter(partial, attrs=attrs, overwrite=True, filename=name) as w:
+                for rows in featurize_items(items, model, settings,
+                                            on_chunk=(lambda r, k: on_rows(k)) if on_rows else None):
+                    w.write(rows)
+                w.commit(shard=ShardInfo(block_digest))
     # join the blocks (streamed; memory stays at one block of rows; each block's checksums checked again)
     final.parent.mkdir(parents=True, exist_ok=True)
     with StoreWriter(final.parent, attrs=attrs, overwrite=True, filename=final.name) as w:
@@ -155,4 +163,4 @@ def _featurize_shard(store, index, model, settings, checkpoint_every, on_rows, p
         n_ok, n_failed = w.n_ok, w.n_failed
     shutil.rmtree(partial, ignore_errors=True)
     status = "resumed" if reused else "done"
-    return ShardResult(index, status, n, n_ok, n_failed, time.perf_counter() - t0, reused)
+    return ShardResult(index, status, n, n_ok, n_failed, time.perf_counter() - t0, reused, peak_rss_mb())

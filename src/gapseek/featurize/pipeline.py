@@ -69,7 +69,10 @@ def _guarded(item: InputItem, stage: Callable[[], _Graphed]) -> _Graphed:
 
 def _read_one(item: InputItem, settings: FeaturizeSettings, known: np.ndarray) -> _Graphed:
     def stage() -> _Graphed:
-        data = read_input(item.path, settings.read.max_bytes)
+        data = read_input(item.path, settings.read.max_bytes) if item.data is None else item.data
+        if len(data) > settings.read.max_bytes:
+            raise CrystalError("too-large", f"{len(data)} bytes > the limit of {settings.read.max_bytes} bytes "
+                               "(--max-file-size)")
         if item.sha256 and item.sha256 != hashlib.sha256(data).hexdigest():
             what = ("could not be read when it was indexed" if item.sha256 == "-" * 64
                     else "changed since it was indexed")

@@ -2,7 +2,10 @@
 
 ``gapseek index ROOT... --out STORE`` walks CIF trees (COD's ``cif/1/00/00/1000000.cif``, plain folders, or
 text files listing paths) into ``STORE/manifest.h5``: datasets ``ids``, ``paths`` (utf-8), ``sha256``
-(hex), ``size`` (bytes), sorted by id, and the shard plan in its attributes. Sharding, merging and
+(hex), ``size`` (bytes), ``atoms_est`` (atoms in the cell, estimated from the text: the work of each file),
+sorted by id; the shard plan in its attributes (and ``shard_starts`` for a plan balanced by work); ``packed``
+(attribute) when ``--pack`` wrote the inputs into ``STORE/inputs.h5`` (:mod:`gapseek.store.pack`). Each file is
+read once. Sharding, merging and
 "which inputs were never processed" all refer to this one list.
 
 Ids are file stems (for COD, the COD id). Files that share an id are all kept: the first (by path) keeps the
@@ -12,13 +15,15 @@ the contents are identical.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import multiprocessing
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,19 +32,22 @@ import h5py
 import numpy as np
 
 from gapseek import __version__
-from gapseek.cluster.plan import ShardPlan, plan_shards
+from gapseek.cluster.plan import ShardPlan, plan_shards, work_estimate
 from gapseek.errors import InputError, StoreError
+from gapseek.store.pack import PackWriter, hashes_digest, pack_path
 from gapseek.store.schema import STR, decode_strings, encode_strings
+from gapseek.structure.estimate import estimate_atoms
 from gapseek.structure.inputs import crystal_id, expand_input, open_input
 
-__all__ = ["MANIFEST_FILE", "Manifest", "build_manifest", "entries_digest", "input_tops", "is_indexed", "read_manifest",
-           "read_plan", "walk_inputs", "write_manifest"]
+__all__ = ["MANIFEST_FILE", "IndexResult", "Manifest", "build_manifest", "entries_digest", "index_store",
+           "input_tops", "is_indexed", "read_manifest", "read_plan", "walk_inputs", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.h5"
 DUPLICATES_FILE = "duplicates.tsv"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: atoms_est, balanced plans (shard_starts), packed inputs
+READABLE_SCHEMAS = (1, 2)
 _UNREADABLE = "-" * 64  # the hash of a file that could not be read at index time (it fails at featurize)
 
 
@@ -53,6 +61,9 @@ class Manifest:
     size: np.ndarray
     plan: ShardPlan
     offset: int = 0  # row of the full manifest where these entries start (a shard task reads only its rows)
+    atoms_est: np.ndarray | None = None  # None in a manifest written before estimates were kept
+    packed: bool = False  # the inputs are in STORE/inputs.h5
+    pack_sha256s: str | None = None  # of a packed manifest read back: the digest its pack must carry
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,27 +93,62 @@ def walk_inputs(roots: Iterable[str | Path]) -> Iterable[Path]:
         yield from expand_input(raw)
 
 
-def _hash_file(path: str) -> tuple[str, int]:
-    """``(sha256, size)`` of a regular file; ``(_UNREADABLE, -1)`` for anything else (a missing or unreadable
-    file, a FIFO, a device: opened without blocking, so none can hang the index); featurize records why."""
-    h = hashlib.sha256()
-    n = 0
+@dataclass(frozen=True)
+class _Read:
+    sha256: str
+    size: int
+    atoms: int
+    data: bytes | None  # kept only when packing
+
+
+def _read_file(path: str, keep: bool, max_bytes: int) -> _Read:
+    """Hash, size and estimated atoms of a regular file (its bytes too with ``keep``; a file over ``max_bytes``
+    is hashed in blocks and neither estimated nor kept); ``_UNREADABLE`` for anything else (a missing or
+    unreadable file, a FIFO, a device: opened without blocking, so none can hang the index); featurize records
+    why."""
     try:
         fd, st = open_input(path)
     except OSError:
-        return _UNREADABLE, -1
+        return _Read(_UNREADABLE, -1, 0, None)
     try:
         if not stat.S_ISREG(st.st_mode):
-            return _UNREADABLE, -1
+            return _Read(_UNREADABLE, -1, 0, None)
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-                n += len(block)
+            if st.st_size > max_bytes:  # too large to pack or to featurize: hashed in blocks, never held
+                h, n = hashlib.sha256(), 0
+                while block := fh.read(1 << 20):
+                    h.update(block)
+                    n += len(block)
+                return _Read(h.hexdigest(), n, 0, None)
+            data = fh.read()
     except OSError:
-        return _UNREADABLE, -1
+        return _Read(_UNREADABLE, -1, 0, None)
     finally:
         os.close(fd)
-    return h.hexdigest(), n
+    return _Read(hashlib.sha256(data).hexdigest(), len(data), estimate_atoms(data),
+                 data if keep and len(data) <= max_bytes else None)
+
+
+def _ordered(paths: list[str]) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
+    """Ids and paths in manifest order (by id), and the renamed ids ``(id, new_id, path)``: files that share an
+    id are all kept; the first (by path) keeps it, the others become ``ID~2``, ``ID~3``..."""
+    entries = sorted(((crystal_id(p), p) for p in paths), key=lambda e: (e[0], e[1]))
+    ids, out, renamed = [], [], []
+    seen: dict[str, int] = {}
+    for cid, p in entries:
+        if cid in seen:
+            seen[cid] += 1
+            new_id = f"{cid}~{seen[cid]}"
+            renamed.append((cid, new_id, p))
+            cid = new_id
+        else:
+            seen[cid] = 1
+        ids.append(cid)
+        out.append(p)
+    if renamed:  # renamed ids can break the sort order ("a~2" vs "a0"): keep the order stable by sorting again
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        ids, out = [ids[k] for k in order], [out[k] for k in order]
+    return ids, out, renamed
 
 
 def build_manifest(
@@ -112,46 +158,42 @@ def build_manifest(
     chunk_size: int = 256,
     threads: int = 8,
     progress: Callable[[int], None] | None = None,
+    balance: bool = True,
+    pack: PackWriter | None = None,
+    max_pack_bytes: int = 64 << 20,
 ) -> tuple[Manifest, list[tuple[str, str, str, str, bool]]]:
-    """Walk, hash and sort the inputs; plan shards. Returns the manifest and the id collisions
-    ``(id, new_id, path, sha256, same_content_as_first)``."""
-    paths = sorted({os.path.abspath(p) for p in walk_inputs(roots)})
-    if not paths:
+    """Walk, read (once), hash and sort the inputs; plan shards, balanced by estimated work unless not
+    ``balance``; with ``pack``, append each file's bytes to it in manifest order (files over ``max_pack_bytes``
+    and unreadable ones are left out: featurize reads them from their path and records why they fail). Returns
+    the manifest and the id collisions ``(id, new_id, path, sha256, same_content_as_first)``."""
+    found = sorted({os.path.abspath(p) for p in walk_inputs(roots)})
+    if not found:
         raise InputError(f"no *.cif files under {', '.join(map(str, roots))}")
-    hashed: list[tuple[str, int]] = []
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for k in range(0, len(paths), 4096):  # bounded number of pending futures
-            batch = paths[k:k + 4096]
-            hashed.extend(pool.map(_hash_file, batch))
+    ids, paths, renamed = _ordered(found)
+    hashes: list[str] = []
+    sizes = np.empty(len(paths), dtype=np.int64)
+    atoms = np.empty(len(paths), dtype=np.int64)
+    keep = pack is not None
+    read = functools.partial(_read_file, keep=keep, max_bytes=max_pack_bytes)
+    # processes, not threads: the estimate is Python (GIL-bound). From a fork server, never a fork of this
+    # process, which may hold the pack's HDF5 file open
+    pool: Executor = (ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("forkserver"))
+                      if threads > 1 and len(paths) > 2048 else ThreadPoolExecutor(1))
+    with pool:
+        for k in range(0, len(paths), 8192):  # bounded memory: one batch of files in flight
+            batch = paths[k:k + 8192]
+            for j, r in enumerate(pool.map(read, batch, chunksize=64)):
+                hashes.append(r.sha256)
+                sizes[k + j], atoms[k + j] = r.size, r.atoms
+                if pack is not None:
+                    pack.add(r.data)
             if progress:
                 progress(len(batch))
-    entries = sorted(((crystal_id(p), p, h, n) for p, (h, n) in zip(paths, hashed)), key=lambda e: (e[0], e[1]))
-    ids, out_paths, hashes, sizes = [], [], [], []
-    duplicates: list[tuple[str, str, str, str, bool]] = []
-    seen: dict[str, tuple[int, str]] = {}  # id -> (count, first hash)
-    for cid, p, h, n in entries:
-        if cid in seen:
-            count, first_hash = seen[cid]
-            count += 1
-            seen[cid] = (count, first_hash)
-            new_id = f"{cid}~{count}"
-            duplicates.append((cid, new_id, p, h, h == first_hash))
-            cid = new_id
-        else:
-            seen[cid] = (1, h)
-        ids.append(cid)
-        out_paths.append(p)
-        hashes.append(h)
-        sizes.append(n)
-    if duplicates:
-        # renamed ids can break the sort order ("a~2" vs "a0"): keep the order stable by sorting again
-        order = sorted(range(len(ids)), key=ids.__getitem__)
-        ids = [ids[k] for k in order]
-        out_paths = [out_paths[k] for k in order]
-        hashes = [hashes[k] for k in order]
-        sizes = [sizes[k] for k in order]
-    plan = plan_shards(len(ids), shard_size=shard_size, num_shards=num_shards, chunk_size=chunk_size)
-    return Manifest(ids, out_paths, hashes, np.asarray(sizes, dtype=np.int64), plan), duplicates
+    by_id = dict(zip(ids, hashes))  # a renamed entry's original id is the first file's
+    duplicates = [(cid, new, p, by_id[new], by_id[new] == by_id[cid]) for cid, new, p in renamed]
+    costs = work_estimate(atoms) if balance else None
+    plan = plan_shards(len(ids), shard_size=shard_size, num_shards=num_shards, chunk_size=chunk_size, costs=costs)
+    return Manifest(ids, paths, hashes, sizes, plan, atoms_est=atoms, packed=pack is not None), duplicates
 
 
 def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwrite: bool = False) -> Path:
@@ -170,6 +212,13 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
         f.create_dataset("paths", data=encode_strings(manifest.paths), dtype=STR, chunks=chunks, **kw)
         f.create_dataset("sha256", data=np.array(manifest.sha256, dtype="S64"), chunks=chunks, **kw)
         f.create_dataset("size", data=manifest.size, chunks=chunks, **kw)
+        if manifest.atoms_est is not None:
+            f.create_dataset("atoms_est", data=manifest.atoms_est, chunks=chunks, **kw)
+        if manifest.plan.starts is not None:
+            f.create_dataset("shard_starts", data=np.asarray(manifest.plan.starts, dtype=np.int64))
+        f.attrs["packed"] = manifest.packed
+        if manifest.packed:
+            f.attrs["pack_sha256s"] = hashes_digest(manifest.sha256)
         f.attrs["manifest_schema"] = MANIFEST_SCHEMA
         f.attrs["gapseek_version"] = __version__
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -189,6 +238,45 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
     return final
 
 
+@dataclass(frozen=True)
+class IndexResult:
+    """What :func:`index_store` wrote: the manifest (and its path), the id collisions, the pack (None when the
+    inputs stay loose) and the seconds it took."""
+
+    manifest: Manifest
+    path: Path
+    duplicates: list
+    pack: Path | None
+    seconds: float
+
+
+def index_store(roots: Sequence[str | Path], out: str | Path, shard_size: int = 4096, num_shards: int | None = None,
+                chunk_size: int = 256, threads: int = 8, balance: bool = True, pack: bool = False,
+                overwrite: bool = False, progress: Callable[[int], None] | None = None) -> IndexResult:
+    """``gapseek index``: :func:`build_manifest` (each file read once), the pack when ``pack`` (written first: a
+    manifest never names a pack that is not there), then the manifest. An existing manifest is refused before
+    anything is read unless ``overwrite``; a pack left from an earlier index is removed when this one is not
+    packed."""
+    t0 = time.perf_counter()
+    store = Path(out)
+    if (store / MANIFEST_FILE).exists() and not overwrite:
+        raise StoreError(f"{store / MANIFEST_FILE} exists; pass --overwrite to re-index (finished shards that "
+                         "still match their inputs are kept)")
+    store.mkdir(parents=True, exist_ok=True)
+    packed = None
+    if pack:
+        with PackWriter(store) as writer:
+            man, dups = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance, writer)
+            packed = writer.commit(man.sha256)
+    else:
+        man, dups = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance)
+    path = write_manifest(store, man, dups, overwrite=True)
+    if not pack and pack_path(store).exists():
+        log.info("removing %s: it holds the inputs of an earlier index", pack_path(store))
+        pack_path(store).unlink()
+    return IndexResult(man, path, dups, packed, time.perf_counter() - t0)
+
+
 @contextmanager
 def _open_manifest(store: str | Path):
     """``STORE/manifest.h5`` opened for reading, its schema checked; every problem is a :class:`StoreError`."""
@@ -196,10 +284,13 @@ def _open_manifest(store: str | Path):
     if not f5.is_file():
         raise StoreError(f"{store} has no {MANIFEST_FILE}; run `gapseek index ROOT... --out {store}` first")
     try:
-        with h5py.File(f5, "r") as f:
-            if f.attrs.get("manifest_schema") != MANIFEST_SCHEMA:
+        # no HDF5 file lock: a manifest is replaced whole (rename), never written in place, and many cluster
+        # file systems refuse the lock to hundreds of readers
+        with h5py.File(f5, "r", locking=False) as f:
+            if f.attrs.get("manifest_schema") not in READABLE_SCHEMAS:
                 raise StoreError(f"{f5} has manifest schema {f.attrs.get('manifest_schema')}, "
-                                 f"this gapseek reads {MANIFEST_SCHEMA}; re-run `gapseek index`")
+                                 f"this gapseek reads {', '.join(map(str, READABLE_SCHEMAS))}; re-run "
+                                 "`gapseek index ... --overwrite` with this version")
             yield f
     except (OSError, KeyError) as exc:
         raise StoreError(f"{f5} is not a readable manifest: {exc}") from None
@@ -214,15 +305,22 @@ def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) ->
             paths=decode_strings(f["paths"][sl]),
             sha256=decode_strings(f["sha256"][sl]),
             size=f["size"][sl],
-            plan=ShardPlan.from_attrs(f.attrs),
+            plan=_plan(f),
             offset=start,
+            atoms_est=f["atoms_est"][sl] if "atoms_est" in f else None,
+            packed=bool(f.attrs.get("packed", False)),
+            pack_sha256s=str(f.attrs["pack_sha256s"]) if f.attrs.get("packed", False) else None,
         )
 
 
+def _plan(f: h5py.File) -> ShardPlan:
+    return ShardPlan.from_attrs(f.attrs, f["shard_starts"][()] if "shard_starts" in f else None)
+
+
 def read_plan(store: str | Path) -> ShardPlan:
-    """The shard plan of ``store`` (its manifest's attributes only)."""
+    """The shard plan of ``store`` (its manifest's attributes, and the starts of a balanced plan)."""
     with _open_manifest(store) as f:
-        return ShardPlan.from_attrs(f.attrs)
+        return _plan(f)
 
 
 def is_indexed(store: str | Path) -> bool:

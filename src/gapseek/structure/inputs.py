@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gapseek.errors import InputError
@@ -20,11 +20,13 @@ CIF_SUFFIXES = (".cif", ".mcif")
 @dataclass(frozen=True)
 class InputItem:
     """One input: its id, its path and, for an indexed store, the sha256 the manifest recorded (checked when
-    the file is read: a file changed since ``index`` is the failure ``stale-input``)."""
+    the file is read: a file changed since ``index`` is the failure ``stale-input``); ``data``: its bytes when
+    they come from packed inputs (then the path is not opened)."""
 
     id: str
     path: str
     sha256: str | None = None
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def crystal_id(path: str | Path) -> str:

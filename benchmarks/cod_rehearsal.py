@@ -148,7 +148,7 @@ def run(args, pool: Path, work: Path, clone: Path, store: Path, env: dict, repor
     sh(["scontrol", "release", merge], env=env)
     wait_for(lambda: not squeue(env), "the merge job", 3600, 1)
     log = (store / "logs" / f"gapseek-merge-{merge}.log").read_text()
-    hint = re.search(r"(sbatch --array=\S+ \S+featurize\.sbatch \S+)", log)
+    hint = re.search(r"(sbatch --array=[^\s`]+ [^\s`]+featurize\.sbatch [^\s`]+)", log)
     refused = "shard 2" in log and hint is not None and not (store / "features.h5").exists()
     print(f"merge refused the truncated part: {refused} ({hint.group(1) if hint else 'no rerun hint'})")
     report["merge_refused_truncated_part"] = refused
@@ -157,10 +157,13 @@ def run(args, pool: Path, work: Path, clone: Path, store: Path, env: dict, repor
     # the user's fix: the command the merge printed (with the site's resources), then the merge again
     cmd = hint.group(1).split()
     redo = sh(["sbatch", "--parsable", "--gres=none", "--cpus-per-task=1", "--mem=3G", *cmd[1:],
-               "--timeout", f"{args.timeout:g}", "--memory-limit", f"{args.memory_limit:g}"], env=env, cwd=work)
+               "--timeout", f"{args.timeout:g}", "--memory-limit", f"{args.memory_limit:g}"], env=penv, cwd=work)
     wait_for(lambda: not squeue(env), "the redo of shard 2", 3600, 1)
-    mjob = sh(["sbatch", "--parsable", str(clone / "slurm" / "merge.sbatch"), str(store)], env=env, cwd=work)
+    mjob = sh(["sbatch", "--parsable", str(clone / "slurm" / "merge.sbatch"), str(store)], env=penv, cwd=work)
     wait_for(lambda: not squeue(env), "the second merge", 3600, 1)
+    if not (store / "features.h5").exists():
+        mlog = (work / f"gapseek-merge-{mjob.stdout.strip()}.log").read_text()
+        sys.exit(f"the second merge wrote no store:\n{mlog[-3000:]}")
     report["total_wall_s"] = round(time.time() - t_start, 1)
     report["array_wall_s"] = round(t_array, 1)
     mlog = (work / f"gapseek-merge-{mjob.stdout.strip()}.log").read_text()

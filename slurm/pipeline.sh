@@ -7,8 +7,9 @@
 #
 #   (default)  submit an index job; when it is done, that job submits the rest (the number of shards, hence
 #              the array size, is known only then). Needs sbatch to work inside jobs.
-#   --now      index here, on the login node (fast: 18 s for 500,000 files), then submit the arrays, merge
-#              and search at once, chained by dependencies: for sites that forbid submitting from jobs.
+#   --now      index here, on the login node (~4 min for 500,000 COD-like files on 2 cores), then submit the
+#              arrays, merge and search at once, chained by dependencies: for sites that forbid submitting from
+#              jobs.
 #
 # Run it from any directory (relative paths are made absolute). Logs: STORE/logs/. Settings, from the
 # environment or the site file (slurm/site.sh, see site.sh.example):
@@ -134,8 +135,8 @@ elif [ $now = 1 ]; then
 else
     # the index job runs this script again with --after-index, with the submission settings of this shell
     # (passed as arguments, so they hold under SBATCH_EXPORT=NONE too)
-    next=(env "PARALLEL=$PARALLEL" "PACK=$PACK" "GAPSEEK_SBATCH_ARGS=${GAPSEEK_SBATCH_ARGS:-}" "GAPSEEK_GRES=${GAPSEEK_GRES:-}"
-          "GAPSEEK_FEATURIZE_ARGS=${GAPSEEK_FEATURIZE_ARGS:-}")
+    next=(env "PARALLEL=$PARALLEL" "PACK=$PACK" "GAPSEEK_SBATCH_ARGS=${GAPSEEK_SBATCH_ARGS:-}"
+          "GAPSEEK_GRES=${GAPSEEK_GRES:-}" "GAPSEEK_FEATURIZE_ARGS=${GAPSEEK_FEATURIZE_ARGS:-}")
     for v in $(compgen -e | grep '^SBATCH_' || true); do next+=("$v=${!v}"); done
     next+=(bash "$here/pipeline.sh" --after-index --out "$store")
     if [ ${#search[@]} -gt 0 ]; then next+=(--search "${search[@]}"); fi

@@ -350,9 +350,10 @@ def test_pipeline_refuses_bad_settings_before_submitting(tmp_path):
     for args, message in cases:
         res = subprocess.run(["bash", script, *args], env=env, capture_output=True, text=True, timeout=60)
         assert res.returncode == 1 and message in res.stderr, (args, res.stderr)
-    res = subprocess.run(["bash", script, str(tmp_path), "--out", str(tmp_path / "s")],
-                         env=dict(env, PARALLEL="0"), capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1 and "PARALLEL" in res.stderr
+    for bad, message in ((dict(PARALLEL="0"), "PARALLEL"), (dict(PACK="yes"), "PACK must be 1 or 0")):
+        res = subprocess.run(["bash", script, str(tmp_path), "--out", str(tmp_path / "s")],
+                             env=dict(env, **bad), capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and message in res.stderr, res.stderr
 
 
 def test_stop_ends_a_step_daemon_left_without_its_slurmd(tmp_path):

@@ -72,9 +72,9 @@ class ShardPlan:
 
 
 # The work of featurizing one file, in atoms: a fixed cost per file (reading, parsing, a failure) worth about
-# FILE_COST_ATOMS atoms of graph building and model, plus one per atom of the cell. Fitted on 40 shard tasks
-# of a 20,000-file COD-like pool (benchmarks/cod_pool.py): 0.29 ms per file + 0.040 ms per estimated atom, R^2
-# 0.92 (the README's scale section).
+# FILE_COST_ATOMS atoms of graph building and model, plus one per atom of the cell. Fitted on the 40 shard
+# tasks of benchmarks/balance_spread.py (a 20,000-file COD-like pool): a file costs 7.3 and 9.9 atoms in two
+# runs (R^2 0.92, 0.90); see the README's scale section.
 FILE_COST_ATOMS = 8
 
 

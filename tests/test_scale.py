@@ -8,7 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from conftest import EXAMPLES, write_cif
+from conftest import COD_DIR, EXAMPLES, need, write_cif
 
 from gapseek.cli import main
 from gapseek.cluster.plan import ShardPlan, balance_by_cost, plan_shards, work_estimate
@@ -30,6 +30,14 @@ def test_estimate_counts_sites_times_symmetry_operations_of_the_first_block(tmp_
     two_blocks = four.read_bytes() + p1.read_bytes().replace(b"data_x", b"data_y")
     assert estimate_atoms(two_blocks) == 12  # the first block only, as gapseek reads it
     assert estimate_atoms(b"data_x\n_cell_length_a 5\n") == 0 and estimate_atoms(b"\x00\xff garbage") == 0
+
+
+def test_estimate_never_fails_on_real_cod_files_broken_ones_included():
+    files = sorted(need(COD_DIR).rglob("*.cif"))
+    assert len(files) > 1000
+    est = [estimate_atoms(f.read_bytes()) for f in files]  # no exception on any of them
+    assert all(isinstance(e, int) and e >= 0 for e in est)
+    assert sum(e == 0 for e in est) > 500  # the CIFs without a structure: no sites, the fixed cost only
 
 
 def test_estimate_finds_the_atoms_of_the_example_crystals():

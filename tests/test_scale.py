@@ -164,3 +164,21 @@ def test_a_manifest_of_the_previous_schema_reads_as_an_even_plan(tmp_path):
         f.attrs["manifest_schema"] = 9
     with pytest.raises(StoreError, match="manifest schema 9.*reads 1, 2"):
         read_plan(store)
+
+
+def test_packed_bytes_obey_the_file_size_limit_as_files_do(tmp_path, tiny_model):
+    root = _tree(tmp_path / "cifs")
+    store = tmp_path / "s"
+    assert main(["index", str(root), "--out", str(store), "--pack", "--shard-size", "6", "--chunk-size", "2"]) == 0
+    limit = sorted({p.stat().st_size for p in root.glob("*.cif")})[-2]  # the largest files are over it
+    mb = f"{limit / 1e6:.6f}"
+    limit = int(float(mb) * 1e6)
+    assert main(["featurize", str(store), "--model", str(tiny_model), "--model-sha256", "any", "--no-progress",
+                 "--chunk-size", "2", "--max-file-size", mb, "--merge"]) == 0
+    with h5py.File(store / "features.h5", "r") as f:
+        reasons = dict(zip((s.decode() for s in f["failures/ids"][()]),
+                           (s.decode() for s in f["failures/reasons"][()])))
+    big = {p.stem: p.stat().st_size for p in root.glob("*.cif") if p.stat().st_size > limit}
+    assert big and set(reasons) == set(big)
+    assert all(reasons[k] == f"too-large: {n} bytes > the limit of {limit} bytes (--max-file-size)"
+               for k, n in big.items())

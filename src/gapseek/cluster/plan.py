@@ -121,9 +121,8 @@ def balance_by_cost(costs, num_shards: int, chunk_size: int) -> tuple[int, ...]:
         goal = total * k / num_shards
         lo, hi = j + 1, n_chunks - (num_shards - k)  # leave >= 1 chunk to this shard and to each one after
         c = bisect.bisect_left(cum, goal, lo, hi + 1)  # first boundary at or past the goal, or hi + 1
-        cut = min((x for x in (c - 1, c) if lo <= x <= hi), key=lambda x: (abs(cum[x] - goal), x), default=None)
-        if cut is None:
-            cut = min(max(c, lo), hi)
+        # c - 1 or c: lo <= hi holds (num_shards <= n_chunks), so one of them is always in [lo, hi]
+        cut = min((x for x in (c - 1, c) if lo <= x <= hi), key=lambda x: (abs(cum[x] - goal), x))
         starts.append(cut * chunk_size)
         j = cut
     return tuple(starts)

@@ -24,7 +24,7 @@ from gapseek.graph import CrystalGraph, atom_classes, build_graph
 from gapseek.model.collate import batches_by_atoms, collate, model_rows
 from gapseek.model.loading import LoadedModel
 from gapseek.store.schema import FeatureRows
-from gapseek.structure.cif import Crystal, crystal_from_bytes, read_input
+from gapseek.structure.cif import Crystal, check_input_size, crystal_from_bytes, read_input
 from gapseek.structure.inputs import InputItem
 
 __all__ = ["Featurizer", "GraphWorker", "featurize_items", "graph_all", "read_and_graph", "rows_from"]
@@ -69,10 +69,11 @@ def _guarded(item: InputItem, stage: Callable[[], _Graphed]) -> _Graphed:
 
 def _read_one(item: InputItem, settings: FeaturizeSettings, known: np.ndarray) -> _Graphed:
     def stage() -> _Graphed:
-        data = read_input(item.path, settings.read.max_bytes) if item.data is None else item.data
-        if len(data) > settings.read.max_bytes:
-            raise CrystalError("too-large", f"{len(data)} bytes > the limit of {settings.read.max_bytes} bytes "
-                               "(--max-file-size)")
+        if item.data is None:
+            data = read_input(item.path, settings.read.max_bytes)
+        else:  # packed inputs: the bytes index read, under the same limit as a file
+            check_input_size(len(item.data), settings.read.max_bytes)
+            data = item.data
         if item.sha256 and item.sha256 != hashlib.sha256(data).hexdigest():
             what = ("could not be read when it was indexed" if item.sha256 == "-" * 64
                     else "changed since it was indexed")

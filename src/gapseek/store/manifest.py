@@ -62,11 +62,14 @@ class Manifest:
     plan: ShardPlan
     offset: int = 0  # row of the full manifest where these entries start (a shard task reads only its rows)
     atoms_est: np.ndarray | None = None  # None in a manifest written before estimates were kept
-    packed: bool = False  # the inputs are in STORE/inputs.h5
-    pack_sha256s: str | None = None  # of a packed manifest read back: the digest its pack must carry
+    pack_sha256s: str | None = None  # inputs packed in STORE/inputs.h5: the digest of the hashes the pack carries
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def packed(self) -> bool:
+        return self.pack_sha256s is not None
 
     def shard_digest(self, index: int) -> str:
         """sha256 over the ids and content hashes of shard ``index``: what a finished shard must match."""
@@ -193,7 +196,8 @@ def build_manifest(
     duplicates = [(cid, new, p, by_id[new], by_id[new] == by_id[cid]) for cid, new, p in renamed]
     costs = work_estimate(atoms) if balance else None
     plan = plan_shards(len(ids), shard_size=shard_size, num_shards=num_shards, chunk_size=chunk_size, costs=costs)
-    return Manifest(ids, paths, hashes, sizes, plan, atoms_est=atoms, packed=pack is not None), duplicates
+    digest = hashes_digest(hashes) if pack is not None else None
+    return Manifest(ids, paths, hashes, sizes, plan, atoms_est=atoms, pack_sha256s=digest), duplicates
 
 
 def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwrite: bool = False) -> Path:
@@ -218,7 +222,7 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
             f.create_dataset("shard_starts", data=np.asarray(manifest.plan.starts, dtype=np.int64))
         f.attrs["packed"] = manifest.packed
         if manifest.packed:
-            f.attrs["pack_sha256s"] = hashes_digest(manifest.sha256)
+            f.attrs["pack_sha256s"] = manifest.pack_sha256s
         f.attrs["manifest_schema"] = MANIFEST_SCHEMA
         f.attrs["gapseek_version"] = __version__
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -267,7 +271,7 @@ def index_store(roots: Sequence[str | Path], out: str | Path, shard_size: int = 
     if pack:
         with PackWriter(store) as writer:
             man, dups = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance, writer)
-            packed = writer.commit(man.sha256)
+            packed = writer.commit(len(man), man.pack_sha256s)
     else:
         man, dups = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance)
     path = write_manifest(store, man, dups, overwrite=True)
@@ -308,7 +312,6 @@ def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) ->
             plan=_plan(f),
             offset=start,
             atoms_est=f["atoms_est"][sl] if "atoms_est" in f else None,
-            packed=bool(f.attrs.get("packed", False)),
             pack_sha256s=str(f.attrs["pack_sha256s"]) if f.attrs.get("packed", False) else None,
         )
 

@@ -78,16 +78,17 @@ class PackWriter:
         self._data[n0:] = blob
         self._buf, self._buffered = [], 0
 
-    def commit(self, hashes) -> Path:
-        """Finish the pack for the manifest whose content hashes are ``hashes`` (in order) and move it into place."""
+    def commit(self, n_entries: int, digest: str) -> Path:
+        """Finish the pack for the manifest of ``n_entries`` whose content hashes have the :func:`hashes_digest`
+        ``digest``, and move it into place."""
         self._flush()
-        if len(self._packed) != len(hashes):
-            raise StoreError(f"pack holds {len(self._packed)} entries, the manifest {len(hashes)}")
+        if len(self._packed) != n_entries:
+            raise StoreError(f"pack holds {len(self._packed)} entries, the manifest {n_entries}")
         f = self._f
         f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
         f.create_dataset("packed", data=np.asarray(self._packed, dtype=bool))
-        f.attrs.update({"pack_schema": PACK_SCHEMA, "n_entries": len(hashes),
-                        "manifest_sha256s": hashes_digest(hashes), "compression": f"gzip-{self.level}"})
+        f.attrs.update({"pack_schema": PACK_SCHEMA, "n_entries": n_entries, "manifest_sha256s": digest,
+                        "compression": f"gzip-{self.level}"})
         f.close()
         os.replace(self.tmp, self.final)
         return self.final

@@ -108,6 +108,12 @@ class Crystal:
         return "".join(f"{table.symbols[z]}{counts[z] // div if counts[z] > div else ''}" for z in order)
 
 
+def check_input_size(size: int, max_bytes: int) -> None:
+    """A :class:`CrystalError` ``too-large`` when an input of ``size`` bytes is over ``max_bytes``."""
+    if size > max_bytes:
+        raise CrystalError("too-large", f"{size} bytes > the limit of {max_bytes} bytes (--max-file-size)")
+
+
 def read_input(path: str | Path, max_bytes: int = ReadSettings.max_bytes) -> bytes:
     """The bytes of one input file; a :class:`CrystalError` for anything that is not a readable regular file of
     at most ``max_bytes`` bytes. Opened without blocking, so a FIFO or a device named ``*.cif`` never hangs a
@@ -122,8 +128,7 @@ def read_input(path: str | Path, max_bytes: int = ReadSettings.max_bytes) -> byt
                     else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
                     or stat.S_ISBLK(st.st_mode) else "not a regular file")
             raise CrystalError("not-a-file", f"{kind}, not a regular file")
-        if st.st_size > max_bytes:
-            raise CrystalError("too-large", f"{st.st_size} bytes > the limit of {max_bytes} bytes (--max-file-size)")
+        check_input_size(st.st_size, max_bytes)
         parts = []
         left = max_bytes + 1  # the file may grow between fstat and read
         while left > 0:

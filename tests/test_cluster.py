@@ -142,9 +142,11 @@ def test_cancelled_task_is_resubmitted_and_nothing_is_lost_or_duplicated(slurm, 
     env = slurm
     job = _sbatch(*TEST_RESOURCES, "--array=0-3%4", str(ROOT / "slurm" / "featurize.sbatch"), str(store),
                   "--checkpoint-every", "256", env=env, cwd=tmp_path)
-    # cancel shard 1's task mid-run, once it has checkpointed a block. scancel's signal takes its time to arrive
-    # (controller, slurmd, step), while the rest of the shard takes ~1 s on a fast machine: so the task is first
-    # stopped here (SIGSTOP to the pid its shard lock names) as soon as a block appears, then cancelled
+    # cancel shard 1's task mid-run, once it has checkpointed a block. scancel's signals take their time to arrive
+    # (controller, slurmd, step) and come as SIGCONT, then SIGTERM: the rest of the shard takes ~1 s on a fast
+    # machine and can finish between the two (seen on CI). So the task is first stopped here (SIGSTOP to the pid
+    # its shard lock names) as soon as a block appears, given the SIGTERM it keeps pending while stopped, and then
+    # cancelled: Slurm's SIGCONT delivers that SIGTERM before the task runs another line
     lock, partial = store / "shards" / "part-00001.lock", store / "shards" / "part-00001.partial"
     t0, pid = time.time(), None
     while time.time() - t0 < 300:
@@ -153,11 +155,12 @@ def test_cancelled_task_is_resubmitted_and_nothing_is_lost_or_duplicated(slurm, 
             pid = int(m.group(1)) if m else None
         if pid is not None and list(partial.glob("block-*.h5")):
             os.kill(pid, signal.SIGSTOP)
+            os.kill(pid, signal.SIGTERM)
             break
         time.sleep(0.01)
     assert pid is not None and list(partial.glob("block-*.h5")), "shard 1 never checkpointed a block"
     assert not (store / "shards" / "part-00001.h5").exists(), "shard 1 finished before it could be stopped"
-    subprocess.run(["scancel", f"{job}_1"], env=slurm, check=True)  # Slurm sends SIGCONT, then SIGTERM
+    subprocess.run(["scancel", f"{job}_1"], env=slurm, check=True)
     _wait_gone(job, slurm)
     assert not (store / "shards" / "part-00001.h5").exists()
     status = _gapseek("status", str(store), "--todo", env=slurm).stdout.strip()

@@ -11,9 +11,9 @@ from conftest import COD_DIR, EXAMPLES, need, write_cif
 
 from gapseek.cli import main
 
-KNOWN = {"unreadable", "not-cif", "syntax", "no-structure", "invalid-cell", "disordered", "unknown-element",
-         "too-many-atoms", "overlapping-atoms", "timeout", "memory", "crashed", "symmetry", "not-a-file", "too-large",
-         "stale-input", "model-error", "internal-error"}
+KNOWN = {"unreadable", "not-cif", "syntax", "no-structure", "several-structures", "invalid-cell", "disordered",
+         "unknown-element", "too-many-atoms", "overlapping-atoms", "timeout", "memory", "crashed", "symmetry",
+         "not-a-file", "too-large", "stale-input", "model-error", "internal-error"}
 
 
 def _store(path):

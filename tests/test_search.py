@@ -330,6 +330,8 @@ def test_benchmark_writes_the_summary_schema(tmp_path, capsys):
                  "--budget", "6", "--prior", "20", "--seeds", "3", "--engines", "random,predicted,gp",
                  "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
+    # a synthetic store written without an index or a model: nothing recorded, and said so
+    assert s["provenance"]["sources"] == [] and s["data"] == "data: sources not recorded"
     for name in ("random", "predicted", "gp"):
         e = s["engines"][name]
         assert {"first_hit_median", "first_hit_mean", "found_rate", "hits_mean"} <= set(e)

@@ -9,6 +9,8 @@ function reads the environment when called, so a test (or a job script) can set 
 | ``GAPSEEK_LOCK_TIMEOUT`` | seconds a command waits for another's lock (campaigns, a store's PCA) | 600 |
 | ``SLURM_ARRAY_TASK_ID`` + ``GAPSEEK_SHARD_OFFSET`` | the shard of an array task | no array: every shard |
 | ``GAPSEEK_SLURM_DIR`` | where the sbatch scripts are, for the commands gapseek prints | the source checkout |
+| ``MP_API_KEY`` | the Materials Project API key (``gapseek ingest mp``; never logged or written) | none |
+| ``MP_API_ENDPOINT`` | another Materials Project API server (a mirror, a local test server) | the client's default |
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from gapseek.errors import ConfigError
 
-__all__ = ["LOCK_TIMEOUT", "array_task_shard", "cache_dir", "lock_timeout", "model_dir", "model_url", "slurm_dir"]
+__all__ = ["LOCK_TIMEOUT", "array_task_shard", "cache_dir", "lock_timeout", "model_dir", "model_url", "mp_api_endpoint",
+           "mp_api_key", "slurm_dir"]
 
 LOCK_TIMEOUT = 600.0  # seconds; GAPSEEK_LOCK_TIMEOUT overrides it
 
@@ -73,3 +76,13 @@ def slurm_dir() -> Path | None:
     """``$GAPSEEK_SLURM_DIR``: the folder of the sbatch scripts, or None."""
     value = _get("GAPSEEK_SLURM_DIR")
     return Path(value) if value else None
+
+
+def mp_api_key() -> str | None:
+    """``$MP_API_KEY``: the Materials Project API key, or None. A secret: never log or write it."""
+    return _get("MP_API_KEY")
+
+
+def mp_api_endpoint() -> str | None:
+    """``$MP_API_ENDPOINT``: the Materials Project API server to use instead of the client's default, or None."""
+    return _get("MP_API_ENDPOINT")

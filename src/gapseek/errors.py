@@ -42,6 +42,11 @@ class CampaignError(GapseekError):
     content than the one it was started on, or another gapseek command holding its lock too long."""
 
 
+class IngestError(GapseekError):
+    """A download from a crystal database failed or cannot start (unreachable server, a refused API key, a
+    folder holding another query's download). What was written stays, and the same command resumes."""
+
+
 class CrystalError(GapseekError):
     """One input crystal cannot be featurized; ``category`` is a short machine-readable tag.
 

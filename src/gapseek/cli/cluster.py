@@ -69,9 +69,14 @@ def run_shards(store: str, args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from gapseek.ingest.source import describe_provenance
+    from gapseek.structure.select import ElementFilter
+
+    select = ElementFilter.parse(args.elements, args.exclude_elements, args.num_elements)
     res = index_store(args.roots, args.out, shard_size=args.shard_size, num_shards=args.shards,
                       chunk_size=args.chunk_size, threads=args.threads, balance=args.balance == "work",
-                      pack=args.pack, overwrite=args.overwrite)
+                      pack=args.pack, overwrite=args.overwrite, select=select,
+                      skip_cod_duplicates=args.skip_cod_duplicates)
     man, plan = res.manifest, res.manifest.plan
     rows = [b - a for a, b in (plan.bounds(i) for i in range(plan.num_shards))]
     how = "balanced by estimated work" if plan.balanced else "of equal row counts"
@@ -88,6 +93,19 @@ def cmd_index(args: argparse.Namespace) -> int:
         same = sum(1 for d in res.duplicates if d[4])
         print(f"  {len(res.duplicates)} file(s) share an id with another ({same} with identical content); kept as "
               f"ID~k, listed in {args.out}/duplicates.tsv")
+    if res.filtered:
+        how = select.describe() if select else "COD duplicates"
+        print(f"  {len(res.filtered):,} file(s) left out by the filter ({how}), listed with the reason in "
+              f"{args.out}/filtered.tsv")
+    if res.cod_duplicates:
+        kept = sum(1 for d in res.cod_duplicates if d[2])
+        print(f"  {len(res.cod_duplicates):,} COD entr(ies) marked _cod_duplicate_entry ({kept:,} kept"
+              + ("" if args.skip_cod_duplicates else "; --skip-cod-duplicates leaves them out")
+              + f"), listed in {args.out}/cod-duplicates.tsv")
+    if res.several:
+        print(f"  {len(res.several):,} file(s) hold several structures (data blocks with atom sites): featurize "
+              "records each as a failure 'several-structures'; split them to featurize every one")
+    print(f"  {describe_provenance(res.provenance)}")
     return 0
 
 

@@ -10,6 +10,7 @@ from gapseek.cli.options import load, settings
 from gapseek.errors import ConfigError
 from gapseek.featurize import FeaturizeResult, featurize_to_store
 from gapseek.featurize.run import example_inputs
+from gapseek.ingest.source import folder_provenance
 from gapseek.model.hub import download_model, install_model, model_cache_dir, resolve_model
 from gapseek.store import export_csv, open_store
 from gapseek.store.manifest import is_indexed
@@ -27,7 +28,8 @@ def run_featurize(inputs: list[str], out: str, args: argparse.Namespace) -> Feat
         bar = tqdm(total=len(items), unit="cif", dynamic_ncols=True)
     try:
         res = featurize_to_store(items, out, lm, config, overwrite=args.overwrite,
-                                 on_chunk=bar.update if bar else None)
+                                 on_chunk=bar.update if bar else None,
+                                 provenance=folder_provenance(inputs, [it.path for it in items]))
     finally:
         if bar:
             bar.close()

@@ -92,6 +92,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more log output: -v info, -vv debug and tracebacks (default: warnings and errors)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser("ingest", help="download crystals from a database into a folder of CIFs + labels")
+    isub = p.add_subparsers(dest="source", metavar="SOURCE")
+    q = isub.add_parser("mp", help="the Materials Project (official client mp-api; key from $MP_API_KEY): "
+                        "OUT/cif/*.cif, OUT/labels.csv, OUT/properties.csv, OUT/gapseek-source.json",
+                        description="Materials matching the criteria, from the summary endpoint. Resumable: run the "
+                        "same command again after an interruption. Ranges are MIN:MAX (either side may be empty).")
+    q.add_argument("out", metavar="OUT", help="folder to write (then: gapseek index OUT --out STORE)")
+    q.add_argument("--band-gap", metavar="MIN:MAX", help="PBE band gap, eV (the write-up: 2.3:2.8)")
+    q.add_argument("--energy-above-hull", metavar="MIN:MAX", help="eV/atom, e.g. :0.05")
+    q.add_argument("--formation-energy", metavar="MIN:MAX", help="formation energy per atom, eV/atom")
+    q.add_argument("--num-sites", metavar="MIN:MAX", help="sites in the cell")
+    q.add_argument("--num-elements", metavar="MIN:MAX", help="distinct elements")
+    q.add_argument("--elements", metavar="A,B", help="every one of these present")
+    q.add_argument("--exclude-elements", metavar="A,B", help="none of these present")
+    q.add_argument("--chemsys", metavar="A-B-C", help="exactly these elements, e.g. Li-Fe-O")
+    q.add_argument("--stable", action="store_true", default=None, help="only materials on the convex hull")
+    t = q.add_mutually_exclusive_group()
+    t.add_argument("--theoretical", dest="theoretical", action="store_true", default=None,
+                   help="only materials without an experimental (ICSD) match")
+    t.add_argument("--experimental", dest="theoretical", action="store_false",
+                   help="only materials with an experimental (ICSD) match")
+    q.add_argument("--api-key", metavar="KEY", help="API key (default: $MP_API_KEY; prefer the variable: a key on "
+                   "the command line shows in the process list and shell history)")
+    q.add_argument("--endpoint", metavar="URL", help="API server (default: $MP_API_ENDPOINT, else the client's)")
+    q.add_argument("--batch", type=int, default=500, help="structures per request")
+    q.add_argument("--restart", action="store_true", help="discard an earlier download in OUT and start over")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func="ingest:cmd_ingest_mp")
+
     p = sub.add_parser("index", help="walk CIF trees into STORE/manifest.h5 (stable ids, hashes, shard plan)")
     p.add_argument("roots", nargs="+", metavar="ROOT", help="directories (recursive), CIF files or path lists")
     p.add_argument("--out", required=True, metavar="STORE", help="store directory (manifest.h5 is written there)")
@@ -108,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "not thousands (for parallel file systems)")
     p.add_argument("--threads", type=int, default=8,
                    help="processes reading, hashing and sizing up files in parallel (default 8)")
+    g = p.add_argument_group("composition filter", "index only crystals whose formula (_chemical_formula_sum) "
+                             "passes; the others are listed in STORE/filtered.tsv with the reason")
+    g.add_argument("--elements", metavar="A,B", help="every one of these present (e.g. O: only oxides)")
+    g.add_argument("--exclude-elements", metavar="A,B", help="none of these present; symbols or the groups "
+                   "radioactive, noble-gases, lanthanides, actinides")
+    g.add_argument("--num-elements", metavar="N|MIN:MAX", help="how many distinct elements")
+    p.add_argument("--skip-cod-duplicates", action="store_true",
+                   help="leave out COD entries marked as duplicates of another (_cod_duplicate_entry); by default "
+                        "they are kept and listed in STORE/cod-duplicates.tsv")
     p.add_argument("--overwrite", action="store_true", help="replace an existing manifest")
     p.set_defaults(func="cluster:cmd_index")
 

@@ -80,6 +80,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"gapseek search: {s['hits']} hit(s) in {s['trials']} trials, {first}; best |gap - T| "
           f"{s['best_abs_error']:.3g} eV (the prior's best: {s['prior_best_abs_error']:.3g} eV) -> "
           f"{args.out}/trials.csv, summary.json, campaign.png")
+    print(f"  {s['data']}")
     return 0
 
 

@@ -96,6 +96,8 @@ def run_shard(
     entries = read_manifest(store, start, stop)
     digest = entries.shard_digest(index)
     attrs = settings_attrs(model, settings)
+    if entries.provenance is not None:  # where the inputs came from (not part of the settings' digest)
+        attrs["provenance"] = entries.provenance
     final = shard_path(store, index)
     n = stop - start
     with shard_lock(store, index):

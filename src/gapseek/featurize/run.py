@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,11 +39,15 @@ class FeaturizeResult:
 
 def featurize_to_store(items: Sequence[InputItem], out: str | Path, model: LoadedModel,
                        settings: FeaturizeSettings = FeaturizeSettings(), overwrite: bool = False,
-                       on_chunk: Callable[[int], None] | None = None) -> FeaturizeResult:
+                       on_chunk: Callable[[int], None] | None = None,
+                       provenance: dict | None = None) -> FeaturizeResult:
     """Featurize ``items`` into ``out/features.h5`` (written whole or not at all; an existing one is replaced only
-    with ``overwrite``). ``on_chunk(n)`` after each chunk of ``n`` inputs (a progress bar)."""
+    with ``overwrite``). ``on_chunk(n)`` after each chunk of ``n`` inputs (a progress bar). ``provenance``: where
+    the inputs came from (:func:`gapseek.ingest.source.folder_provenance`), kept in the store."""
     attrs = {**settings_attrs(model, settings), "n_inputs": len(items),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if provenance is not None:
+        attrs["provenance"] = json.dumps(provenance, sort_keys=True)
     t0 = time.perf_counter()
     failures = []
     with StoreWriter(out, attrs=attrs, overwrite=overwrite) as writer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -146,6 +147,20 @@ class Store:
     def attrs(self) -> dict:
         """The file's attributes (provenance: model sha256s, settings, gapseek version, counts) as Python values."""
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in self._f.attrs.items()}
+
+    @cached_property
+    def provenance(self) -> dict:
+        """Where the crystals came from and what made the descriptors: ``sources`` (database, release, date,
+        query, count each; :mod:`gapseek.ingest.source`), ``filter``, ``model_sha256``, ``gapseek_version``,
+        ``created``. A store written before gapseek recorded sources has ``sources`` empty."""
+        a = self.attrs
+        try:
+            inputs = json.loads(a["provenance"]) if "provenance" in a else {}
+        except ValueError:
+            inputs = {}
+        return {"sources": inputs.get("sources", []), "filter": inputs.get("filter"),
+                "indexed": inputs.get("indexed"), "model_sha256": a.get("model_sha256"),
+                "gapseek_version": a.get("gapseek_version"), "created": a.get("merged") or a.get("created")}
 
     @cached_property
     def ids(self) -> list[str]:

@@ -8,6 +8,13 @@ sorted by id; the shard plan in its attributes (and ``shard_starts`` for a plan 
 read once. Sharding, merging and
 "which inputs were never processed" all refer to this one list.
 
+What the text says about each file (:mod:`gapseek.structure.cifmeta`) is read from the same bytes: with a
+composition filter (:class:`~gapseek.structure.select.ElementFilter`) the files it leaves out are not entries
+but rows of ``STORE/filtered.tsv`` (id, path, reason); COD entries marked ``_cod_duplicate_entry`` are listed in
+``STORE/cod-duplicates.tsv``. The ``provenance`` attribute (JSON) says where the entries came from: each input
+folder's ``gapseek-source.json`` (written by ``gapseek ingest``), COD entries with the newest revision and date
+their headers carry, the rest as local files; and the filter.
+
 Ids are file stems (for COD, the COD id). Files that share an id are all kept: the first (by path) keeps the
 id, the others get ``ID~2``, ``ID~3``... and every collision is listed in ``STORE/duplicates.tsv`` with whether
 the contents are identical.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -27,6 +35,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -34,18 +43,23 @@ import numpy as np
 from gapseek import __version__
 from gapseek.cluster.plan import ShardPlan, plan_shards, work_estimate
 from gapseek.errors import InputError, StoreError
+from gapseek.ingest.source import recorded_sources
 from gapseek.store.pack import PackWriter, hashes_digest, pack_path
 from gapseek.store.schema import STR, decode_strings, encode_strings
+from gapseek.structure.cifmeta import CifMeta, cif_meta
 from gapseek.structure.estimate import estimate_atoms
 from gapseek.structure.inputs import crystal_id, expand_input, open_input
+from gapseek.structure.select import ElementFilter
 
-__all__ = ["MANIFEST_FILE", "IndexResult", "Manifest", "build_manifest", "entries_digest", "index_store",
+__all__ = ["MANIFEST_FILE", "Built", "IndexResult", "Manifest", "build_manifest", "entries_digest", "index_store",
            "input_tops", "is_indexed", "read_manifest", "read_plan", "walk_inputs", "write_manifest"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.h5"
 DUPLICATES_FILE = "duplicates.tsv"
+FILTERED_FILE = "filtered.tsv"
+COD_DUPLICATES_FILE = "cod-duplicates.tsv"
 MANIFEST_SCHEMA = 2  # 2: atoms_est, balanced plans (shard_starts), packed inputs
 READABLE_SCHEMAS = (1, 2)
 _UNREADABLE = "-" * 64  # the hash of a file that could not be read at index time (it fails at featurize)
@@ -63,6 +77,7 @@ class Manifest:
     offset: int = 0  # row of the full manifest where these entries start (a shard task reads only its rows)
     atoms_est: np.ndarray | None = None  # None in a manifest written before estimates were kept
     pack_sha256s: str | None = None  # inputs packed in STORE/inputs.h5: the digest of the hashes the pack carries
+    provenance: str | None = None  # JSON: where the inputs came from (:mod:`gapseek.ingest.source`); None: older
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -102,6 +117,7 @@ class _Read:
     size: int
     atoms: int
     data: bytes | None  # kept only when packing
+    meta: CifMeta | None = None  # None: not read (unreadable, too large)
 
 
 def _read_file(path: str, keep: bool, max_bytes: int) -> _Read:
@@ -129,7 +145,7 @@ def _read_file(path: str, keep: bool, max_bytes: int) -> _Read:
     finally:
         os.close(fd)
     return _Read(hashlib.sha256(data).hexdigest(), len(data), estimate_atoms(data),
-                 data if keep and len(data) <= max_bytes else None)
+                 data if keep and len(data) <= max_bytes else None, cif_meta(data))
 
 
 def _ordered(paths: list[str]) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
@@ -154,6 +170,18 @@ def _ordered(paths: list[str]) -> tuple[list[str], list[str], list[tuple[str, st
     return ids, out, renamed
 
 
+class Built(NamedTuple):
+    """What :func:`build_manifest` found: the manifest; id collisions ``(id, new_id, path, sha256,
+    same_content_as_first)``; files left out ``(id, path, reason)``; COD entries marked as duplicates of another
+    ``(id, duplicate_of, kept)``; files with several structures ``(id, blocks)``."""
+
+    manifest: Manifest
+    duplicates: list
+    filtered: list
+    cod_duplicates: list
+    several: list
+
+
 def build_manifest(
     roots: Sequence[str | Path],
     shard_size: int = 4096,
@@ -164,40 +192,96 @@ def build_manifest(
     balance: bool = True,
     pack: PackWriter | None = None,
     max_pack_bytes: int = 64 << 20,
-) -> tuple[Manifest, list[tuple[str, str, str, str, bool]]]:
-    """Walk, read (once), hash and sort the inputs; plan shards, balanced by estimated work unless not
-    ``balance``; with ``pack``, append each file's bytes to it in manifest order (files over ``max_pack_bytes``
-    and unreadable ones are left out: featurize reads them from their path and records why they fail). Returns
-    the manifest and the id collisions ``(id, new_id, path, sha256, same_content_as_first)``."""
+    select: ElementFilter | None = None,
+    skip_cod_duplicates: bool = False,
+) -> Built:
+    """Walk, read (once), hash and sort the inputs; keep those ``select`` passes (and, with
+    ``skip_cod_duplicates``, not marked ``_cod_duplicate_entry``); plan shards, balanced by estimated work unless
+    not ``balance``; with ``pack``, append each kept file's bytes to it in manifest order (files over
+    ``max_pack_bytes`` and unreadable ones are left out of the pack: featurize reads them from their path and
+    records why they fail). The manifest carries the inputs' provenance (:func:`_provenance`)."""
     found = sorted({os.path.abspath(p) for p in walk_inputs(roots)})
     if not found:
         raise InputError(f"no *.cif files under {', '.join(map(str, roots))}")
-    ids, paths, renamed = _ordered(found)
+    all_ids, all_paths, renamed = _ordered(found)
     hashes: list[str] = []
-    sizes = np.empty(len(paths), dtype=np.int64)
-    atoms = np.empty(len(paths), dtype=np.int64)
+    sizes = np.empty(len(all_paths), dtype=np.int64)
+    atoms = np.empty(len(all_paths), dtype=np.int64)
+    kept = np.ones(len(all_paths), dtype=bool)
+    metas: list[CifMeta | None] = []
+    filtered, cod_dups, several = [], [], []
     keep = pack is not None
     read = functools.partial(_read_file, keep=keep, max_bytes=max_pack_bytes)
     # processes, not threads: the estimate is Python (GIL-bound). From a fork server, never a fork of this
     # process, which may hold the pack's HDF5 file open
     pool: Executor = (ProcessPoolExecutor(threads, mp_context=multiprocessing.get_context("forkserver"))
-                      if threads > 1 and len(paths) > 2048 else ThreadPoolExecutor(1))
+                      if threads > 1 and len(all_paths) > 2048 else ThreadPoolExecutor(1))
     with pool:
-        for k in range(0, len(paths), 8192):  # bounded memory: one batch of files in flight
-            batch = paths[k:k + 8192]
+        for k in range(0, len(all_paths), 8192):  # bounded memory: one batch of files in flight
+            batch = all_paths[k:k + 8192]
             for j, r in enumerate(pool.map(read, batch, chunksize=64)):
+                row = k + j
+                meta = r.meta
+                why = None
+                if meta is not None and select is not None:
+                    why = select.reason(meta.elements)
+                elif meta is None and select is not None and r.sha256 != _UNREADABLE:
+                    why = "too large to read its formula"
+                if meta is not None and meta.duplicate_of:
+                    cod_dups.append((all_ids[row], meta.duplicate_of, why is None and not skip_cod_duplicates))
+                    if why is None and skip_cod_duplicates:
+                        why = f"COD duplicate of {meta.duplicate_of}"
+                if why is not None:
+                    kept[row] = False
+                    filtered.append((all_ids[row], batch[j], why))
+                    continue
+                if meta is not None and len(meta.structure_blocks) > 1:
+                    several.append((all_ids[row], meta.structure_blocks))
                 hashes.append(r.sha256)
-                sizes[k + j], atoms[k + j] = r.size, r.atoms
+                metas.append(meta)
+                sizes[row], atoms[row] = r.size, r.atoms
                 if pack is not None:
                     pack.add(r.data)
             if progress:
                 progress(len(batch))
+    ids = [i for i, m in zip(all_ids, kept) if m]
+    paths = [p for p, m in zip(all_paths, kept) if m]
+    if not ids:
+        raise InputError(f"the filter ({select.describe() if select else 'COD duplicates'}) leaves none of the "
+                         f"{len(all_ids):,} files under {', '.join(map(str, roots))}")
+    sizes, atoms = sizes[kept], atoms[kept]
     by_id = dict(zip(ids, hashes))  # a renamed entry's original id is the first file's
-    duplicates = [(cid, new, p, by_id[new], by_id[new] == by_id[cid]) for cid, new, p in renamed]
+    duplicates = [(cid, new, p, by_id[new], by_id[new] == by_id.get(cid)) for cid, new, p in renamed if new in by_id]
     costs = work_estimate(atoms) if balance else None
     plan = plan_shards(len(ids), shard_size=shard_size, num_shards=num_shards, chunk_size=chunk_size, costs=costs)
     digest = hashes_digest(hashes) if pack is not None else None
-    return Manifest(ids, paths, hashes, sizes, plan, atoms_est=atoms, pack_sha256s=digest), duplicates
+    prov = _provenance(roots, paths, metas, select, len(filtered), skip_cod_duplicates)
+    man = Manifest(ids, paths, hashes, sizes, plan, atoms_est=atoms, pack_sha256s=digest,
+                   provenance=json.dumps(prov, sort_keys=True))
+    return Built(man, duplicates, filtered, cod_dups, several)
+
+
+def _provenance(roots: Sequence[str | Path], paths: list[str], metas: list[CifMeta | None],
+                select: ElementFilter | None, n_filtered: int, skip_cod_duplicates: bool) -> dict:
+    """Where the indexed files came from: the record (``gapseek-source.json``) of each root folder (or its parent)
+    that has one, for the files under it; COD entries (files with ``_cod_database_code``) with the newest
+    revision and date their headers carry; the rest as local files."""
+    sources, claimed = recorded_sources(roots, paths)
+    cod = [m for m, c in zip(metas, claimed) if not c and m is not None and m.cod_code]
+    n_cod = len(cod)
+    if n_cod:
+        revs = [m.revision for m in cod if m.revision is not None]
+        dates = [m.date for m in cod if m.date is not None]
+        sources.append({"database": "COD", "release": f"revision {max(revs)} (newest file)" if revs else None,
+                        "date": max(dates) if dates else None, "date_kind": "newest file dated",
+                        "n": n_cod, "marked_duplicates": sum(1 for m in cod if m.duplicate_of),
+                        "licence": "CC0 (Crystallography Open Database)"})
+    rest = claimed.count(False) - n_cod
+    if rest:
+        sources.append({"database": "local files", "n": rest})
+    return {"sources": sources, "filter": select.describe() if select else None, "n_filtered": n_filtered,
+            "skip_cod_duplicates": skip_cod_duplicates, "indexed": time.strftime("%Y-%m-%d"),
+            "index_gapseek_version": __version__}
 
 
 def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwrite: bool = False) -> Path:
@@ -228,6 +312,8 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         f.attrs["n_entries"] = n
         f.attrs["n_duplicate_ids"] = len(duplicates)
+        if manifest.provenance is not None:
+            f.attrs["provenance"] = manifest.provenance
         for k, v in manifest.plan.as_attrs().items():
             f.attrs[k] = v
     os.replace(tmp, final)
@@ -242,6 +328,18 @@ def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwri
     return final
 
 
+def _write_table(path: Path, header: str, rows: Sequence[tuple]) -> Path | None:
+    """A TSV of ``rows`` at ``path`` (written whole), or the file removed when there are none."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return None
+    lines = [header] + ["\t".join(",".join(x) if isinstance(x, tuple) else str(x) for x in r) for r in rows]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass(frozen=True)
 class IndexResult:
     """What :func:`index_store` wrote: the manifest (and its path), the id collisions, the pack (None when the
@@ -252,11 +350,19 @@ class IndexResult:
     duplicates: list
     pack: Path | None
     seconds: float
+    filtered: list = ()  # (id, path, reason) of the files the filter left out (STORE/filtered.tsv)
+    cod_duplicates: list = ()  # (id, duplicate_of, kept) (STORE/cod-duplicates.tsv)
+    several: list = ()  # (id, block names) of files with several structures (featurize records them as failures)
+
+    @property
+    def provenance(self) -> dict:
+        return json.loads(self.manifest.provenance or "{}")
 
 
 def index_store(roots: Sequence[str | Path], out: str | Path, shard_size: int = 4096, num_shards: int | None = None,
                 chunk_size: int = 256, threads: int = 8, balance: bool = True, pack: bool = False,
-                overwrite: bool = False, progress: Callable[[int], None] | None = None) -> IndexResult:
+                overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                select: ElementFilter | None = None, skip_cod_duplicates: bool = False) -> IndexResult:
     """``gapseek index``: :func:`build_manifest` (each file read once), the pack when ``pack`` (written first: a
     manifest never names a pack that is not there), then the manifest. An existing manifest is refused before
     anything is read unless ``overwrite``; a pack left from an earlier index is removed when this one is not
@@ -270,15 +376,21 @@ def index_store(roots: Sequence[str | Path], out: str | Path, shard_size: int = 
     packed = None
     if pack:
         with PackWriter(store) as writer:
-            man, dups = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance, writer)
-            packed = writer.commit(len(man), man.pack_sha256s)
+            built = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance, writer,
+                                   select=select, skip_cod_duplicates=skip_cod_duplicates)
+            packed = writer.commit(len(built.manifest), built.manifest.pack_sha256s)
     else:
-        man, dups = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance)
+        built = build_manifest(roots, shard_size, num_shards, chunk_size, threads, progress, balance,
+                               select=select, skip_cod_duplicates=skip_cod_duplicates)
+    man, dups = built.manifest, built.duplicates
     path = write_manifest(store, man, dups, overwrite=True)
+    _write_table(store / FILTERED_FILE, "id\tpath\treason", built.filtered)
+    _write_table(store / COD_DUPLICATES_FILE, "id\tduplicate_of\tkept", built.cod_duplicates)
     if not pack and pack_path(store).exists():
         log.info("removing %s: it holds the inputs of an earlier index", pack_path(store))
         pack_path(store).unlink()
-    return IndexResult(man, path, dups, packed, time.perf_counter() - t0)
+    return IndexResult(man, path, dups, packed, time.perf_counter() - t0, built.filtered, built.cod_duplicates,
+                       built.several)
 
 
 @contextmanager
@@ -313,6 +425,7 @@ def read_manifest(store: str | Path, start: int = 0, stop: int | None = None) ->
             offset=start,
             atoms_est=f["atoms_est"][sl] if "atoms_est" in f else None,
             pack_sha256s=str(f.attrs["pack_sha256s"]) if f.attrs.get("packed", False) else None,
+            provenance=str(f.attrs["provenance"]) if "provenance" in f.attrs else None,
         )
 
 

@@ -12,6 +12,7 @@ Two readers produce the same :class:`Crystal`:
 
 Every problem is raised as :class:`~gapseek.errors.CrystalError` with a short category
 (``unreadable``, ``not-a-file``, ``too-large``, ``not-cif``, ``syntax``, ``symmetry``, ``no-structure``,
+``several-structures`` (one id per file: a file of several crystals is not cut short to its first),
 ``invalid-cell``, ``disordered``, ``unknown-element``, ``too-many-atoms``) and a human-readable detail.
 """
 
@@ -201,6 +202,14 @@ def lattice_from_parameters(a: float, b: float, c: float, alpha: float, beta: fl
     )
 
 
+def several_structures(blocks: list[str]) -> CrystalError:
+    """The failure of a file holding several structures: gapseek reads one crystal per input (an id per file), and
+    taking the first block would silently drop the others."""
+    names = ", ".join(blocks[:4]) + (f", ... ({len(blocks)} in all)" if len(blocks) > 4 else "")
+    return CrystalError("several-structures", f"{len(blocks)} data blocks with atom sites ({names}); gapseek reads "
+                        "one structure per file: split it into one file per block")
+
+
 def _read_gemmi(data: bytes, settings: ReadSettings) -> Crystal:
     import gemmi
 
@@ -208,6 +217,9 @@ def _read_gemmi(data: bytes, settings: ReadSettings) -> Crystal:
         doc = gemmi.cif.read_string(data.decode("utf-8", errors="replace"))
     except (RuntimeError, ValueError) as exc:
         raise _SyntaxProblem(short(str(exc))) from None
+    several = [b.name for b in doc if b.find_values("_atom_site_fract_x") or b.find_values("_atom_site_Cartn_x")]
+    if len(several) > 1:
+        raise several_structures(several)
     first_error: CrystalError | None = None
     for block in doc:
         if block.find_value("_cell_length_a") is None and not block.find_values("_atom_site_fract_x"):
@@ -346,6 +358,8 @@ def _read_pymatgen(data: bytes, settings: ReadSettings) -> Crystal:
             raise CrystalError(category, msg) from None
     if not structures:
         raise CrystalError("no-structure", "pymatgen found no structure in the file")
+    if len(structures) > 1:
+        raise several_structures([f"structure {k + 1}" for k in range(len(structures))])
     struct = structures[0]
     numbers = []
     for site in struct:

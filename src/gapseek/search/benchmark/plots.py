@@ -13,11 +13,12 @@ __all__ = ["plot_benchmark", "plot_targets", "target_bands"]
 
 
 def plot_benchmark(path: str | Path, curves: dict[str, np.ndarray], first_hits: dict[str, np.ndarray],
-                   random_found: np.ndarray, tolerance: float, title: str) -> None:
+                   random_found: np.ndarray, tolerance: float, title: str, footer: str | None = None) -> None:
     """Left: the share of campaigns with a hit by each trial, per engine (``first_hits``: one trial number per
     run, budget + 1 for none), against random's exact expectation (``random_found``: ``budget``). Right, one small
     panel per engine: the best |gap - T| among each campaign's own trials (``curves``: runs x trials), median line
-    and 25-75% band, random's median for reference. A caption under the plots says what is drawn."""
+    and 25-75% band, random's median for reference. A caption under the plots says what is drawn, then
+    ``footer`` (where the crystals came from)."""
     plt = pyplot()
     from matplotlib.patches import Patch
 
@@ -86,7 +87,8 @@ def plot_benchmark(path: str | Path, curves: dict[str, np.ndarray], first_hits: 
                f"what picking at random gives, computed exactly for the same priors. Right: the best |gap − T| among "
                f"a campaign's own trials (its prior not counted), one panel per engine: the line is the median "
                f"campaign, the shaded band the middle 50% of campaigns (25th–75th percentile); dashed red: the "
-               f"tolerance, {tolerance:g} eV (values below {floor:g} eV drawn at {floor:g}).")
+               f"tolerance, {tolerance:g} eV (values below {floor:g} eV drawn at {floor:g})."
+               + (f" {footer}." if footer else ""))
     fig.text(0.01, 0.01, caption, fontsize=8, wrap=True, va="bottom", ha="left")
     fig.tight_layout(rect=(0, 0.07 if nr > 1 else 0.1, 1, 0.9))
     # one key for the small panels, above them, where it hides no data

@@ -88,6 +88,7 @@ def run_benchmark(store: str | Path, labels: dict[str, float], settings: Campaig
             refuse_other_settings(out, meta["settings"], record)
         with Store.open(store) as st:
             pool, truth = build_pool(st, settings, labels, drop_missing=drop_missing)
+            record["provenance"] = st.provenance  # where the crystals came from (not compared on resume)
         hits_in_pool = int(np.sum(np.abs(truth - settings.target) <= settings.tolerance))
         record["pool"] = {"size": len(pool), "hits": hits_in_pool, "sha256": pool_digest(pool.ids, truth)}
         if meta is None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from gapseek.errors import InputError
 from gapseek.fsutil import write_json
+from gapseek.ingest.source import describe_provenance
 from gapseek.search.benchmark.baselines import bootstrap_ratio_ci, random_survival
 from gapseek.search.benchmark.logs import RUN_FIELDS, TRIAL_FIELDS, read_ceilings, read_forecasts, read_log, read_meta
 from gapseek.search.benchmark.plots import plot_benchmark
@@ -149,11 +150,13 @@ def summarize_benchmark(out: str | Path) -> dict:
         read_forecasts(out), {n: dict(zip(sorted(per), censored_first(per, sorted(per)))) for n, per in runs.items()},
         exact)
     summary["ceiling"] = ceiling_check(read_ceilings(out), exact)
+    summary["provenance"] = st.get("provenance")
+    summary["data"] = describe_provenance(st.get("provenance"))
     write_json(out / "summary.json", summary)
     random_found = np.mean([1.0 - survival[k][1:] for k in all_seeds], axis=0)
     plot_benchmark(out / "curves.png", curves, first_hits, random_found, tolerance,
                    f"T = {target} eV ± {tolerance}, pool {n_pool} ({hits_in_pool} hits), prior {n_prior}, "
-                   f"{len(all_seeds)} seed(s)")
+                   f"{len(all_seeds)} seed(s)", footer=summary["data"])
     return summary
 
 

@@ -127,7 +127,7 @@ class Campaign:
             meta = {"gapseek_campaign": CAMPAIGN_FORMAT, "gapseek_version": __version__, "mode": mode,
                     "store": str(Path(location).resolve()), "store_digest": digest, "store_rows": n,
                     "store_content": store.content_id(), "settings": settings_json(settings), "created": _now(),
-                    **(extra or {})}
+                    "provenance": store.provenance, **(extra or {})}
             write_json(d / "campaign.json", meta)
         return cls(d)
 
@@ -377,7 +377,7 @@ class Campaign:
         """Write ``summary.json`` and ``campaign.png`` from the logs (:mod:`gapseek.search.campaign.report`);
         returns the summary."""
         return write_report(self.dir, self.mode, self.settings, self.trials(), pool_size,
-                            self.failed() if self.mode != "simulated" else None)
+                            self.failed() if self.mode != "simulated" else None, self.meta.get("provenance"))
 
     # ------------------------------------------------------------------------------------------------ simulated
     def engine_state(self) -> dict | None:

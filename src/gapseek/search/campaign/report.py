@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from gapseek.fsutil import write_json
+from gapseek.ingest.source import describe_provenance
 from gapseek.search.campaign.log import Failure, Trial
 
 __all__ = ["plot_campaign", "pyplot", "summarize", "write_report"]
@@ -43,10 +44,13 @@ def summarize(mode: str, settings, trials: list[Trial], pool_size: int, failed: 
 
 
 def write_report(directory: Path, mode: str, settings, trials: list[Trial], pool_size: int,
-                 failed: list[Failure] | None = None) -> dict:
-    """Write ``summary.json`` and, once there are trials, ``campaign.png``; returns the summary."""
+                 failed: list[Failure] | None = None, provenance: dict | None = None) -> dict:
+    """Write ``summary.json`` and, once there are trials, ``campaign.png``; returns the summary. ``provenance``:
+    the store's (where its crystals came from, the model, gapseek), carried into both."""
     s = settings
     summary = summarize(mode, s, trials, pool_size, failed)
+    summary["provenance"] = provenance
+    summary["data"] = describe_provenance(provenance)
     write_json(directory / "summary.json", summary)
     measured = [t for t in trials if not t.is_prior]
     if measured:
@@ -60,7 +64,8 @@ def write_report(directory: Path, mode: str, settings, trials: list[Trial], pool
                       f"{head}: T = {s.target:g} ± {s.tolerance:g} eV, pool {pool_size}, prior {len(prior)}: {result}",
                       prior_gaps=[t.band_gap for t in prior], prior_ids=[t.id for t in prior],
                       budget=s.budget if simulated else None,
-                      unsuggested=None if simulated else [t.source == "lab-unsuggested" for t in measured])
+                      unsuggested=None if simulated else [t.source == "lab-unsuggested" for t in measured],
+                      footer=summary["data"])
     return summary
 
 
@@ -75,7 +80,7 @@ def pyplot():
 
 def plot_campaign(path: str | Path, gaps: list[float], ids: list[str], target: float, tolerance: float,
                   title: str, prior_gaps: list[float] = (), prior_ids: list[str] = (), budget: int | None = None,
-                  unsuggested: list[bool] | None = None) -> None:
+                  unsuggested: list[bool] | None = None, footer: str | None = None) -> None:
     """Left: the best |gap - T| so far, from the prior's best (trial 0) on, over every trial's own |gap - T| (log
     scale; the tolerance drawn: a hit lies below it). Right: every measured gap by trial, the prior's at trial 0,
     the target band T ± D; hits (|gap - T| <= D) starred and named, and, in a campaign without one, the closest
@@ -148,6 +153,9 @@ def plot_campaign(path: str | Path, gaps: list[float], ids: list[str], target: f
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(-0.7, max(n, budget or 0) + 0.7)
     fig.suptitle(title)
-    fig.tight_layout()
+    if footer:
+        fig.text(0.01, 0.005, footer if len(footer) <= 190 else footer[:187] + "...", fontsize=7, color="0.35",
+                 ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03 if footer else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

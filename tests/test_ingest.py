@@ -7,18 +7,15 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import MP_DIR, need
+from mp_server import serve
 
 from gapseek.cli import main
 from gapseek.errors import ConfigError, IngestError
 from gapseek.ingest.mp import MPQuery, ingest_mp
-
-sys.path.insert(0, str(Path(__file__).parent))
-from mp_server import serve  # noqa: E402
 
 KEY = "Zq7" + "x" * 26 + "K9w"  # 32 characters, like a real key; must never be written or logged
 WINDOW = MPQuery(band_gap=(2.50, 2.52))  # 89 materials of the pool
@@ -180,3 +177,4 @@ def test_command_line_ranges_and_refusals(tmp_path, capsys):
     assert main(["ingest", "mp", str(tmp_path / "out"), "--api-key", KEY, "--endpoint", "http://127.0.0.1:9/"]) == 1
     err = capsys.readouterr().err
     assert "without criteria" in err and KEY not in err and not (tmp_path / "out").exists()
+    assert main(["ingest"]) == 1 and "name a source: `gapseek ingest mp OUT" in capsys.readouterr().err

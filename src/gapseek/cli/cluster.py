@@ -12,7 +12,9 @@ from gapseek.cluster.parts import rerun_hint, shard_states
 from gapseek.cluster.plan import array_batches, parse_shard, work_estimate
 from gapseek.cluster.shard import ShardResult, run_shard
 from gapseek.cluster.submit import SubmitResult, SubmitSettings, cluster_max_array_size, submit_shards
+from gapseek.ingest.source import describe_provenance
 from gapseek.store.manifest import index_store, input_tops, read_plan
+from gapseek.structure.select import ElementFilter
 
 
 def _merged(res: MergeResult, verified: bool = False) -> None:
@@ -69,9 +71,6 @@ def run_shards(store: str, args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from gapseek.ingest.source import describe_provenance
-    from gapseek.structure.select import ElementFilter
-
     select = ElementFilter.parse(args.elements, args.exclude_elements, args.num_elements)
     res = index_store(args.roots, args.out, shard_size=args.shard_size, num_shards=args.shards,
                       chunk_size=args.chunk_size, threads=args.threads, balance=args.balance == "work",

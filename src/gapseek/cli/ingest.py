@@ -7,7 +7,7 @@ import argparse
 from gapseek.errors import ConfigError
 from gapseek.ingest.mp import MPQuery, ingest_mp
 
-__all__ = ["cmd_ingest_mp", "parse_range"]
+__all__ = ["cmd_ingest_mp", "cmd_ingest_source", "parse_range"]
 
 
 def parse_range(text: str | None, what: str, open_lo: float, open_hi: float, cast=float) -> tuple | None:
@@ -28,6 +28,11 @@ def parse_range(text: str | None, what: str, open_lo: float, open_hi: float, cas
 
 def _symbols(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
+def cmd_ingest_source(args: argparse.Namespace) -> int:
+    raise ConfigError("name a source: `gapseek ingest mp OUT --band-gap 2.3:2.8` (the Materials Project; "
+                      "`gapseek ingest mp --help`). A COD mirror needs no ingest: `gapseek index cod/cif --out STORE`")
 
 
 def cmd_ingest_mp(args: argparse.Namespace) -> int:

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="download crystals from a database into a folder of CIFs + labels")
+    p.set_defaults(func="ingest:cmd_ingest_source")  # no source given: say which there are
     isub = p.add_subparsers(dest="source", metavar="SOURCE")
     q = isub.add_parser("mp", help="the Materials Project (official client mp-api; key from $MP_API_KEY): "
                         "OUT/cif/*.cif, OUT/labels.csv, OUT/properties.csv, OUT/gapseek-source.json",

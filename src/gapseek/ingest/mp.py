@@ -26,7 +26,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -86,8 +86,7 @@ class MPQuery:
 
     def as_record(self) -> dict:
         """The criteria as JSON values (what the provenance records)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-                if v is not None and v != ()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.criteria().items()}
 
     def __bool__(self) -> bool:
         return bool(self.criteria())
@@ -118,10 +117,15 @@ def _client_version() -> str:
         return "mp-api (version unknown)"
 
 
+def _unreachable(exc: BaseException, text: str) -> bool:
+    """A connection that failed (requests' errors, or the client's MPRestError carrying their text)."""
+    return ("Connection" in type(exc).__name__ or "Max retries exceeded" in text or "Failed to establish" in text
+            or "timed out" in text)
+
+
 def _is_transient(exc: BaseException) -> bool:
     text = str(exc)
-    return any(f"status code {c}" in text for c in (500, 502, 503, 504, 429)) or "Connection" in type(exc).__name__ \
-        or "Max retries exceeded" in text or "timed out" in text
+    return any(f"status code {c}" in text for c in (500, 502, 503, 504, 429)) or _unreachable(exc, text)
 
 
 def _explain(exc: BaseException, endpoint: str) -> str:
@@ -132,7 +136,7 @@ def _explain(exc: BaseException, endpoint: str) -> str:
                 "Materials Project dashboard)")
     if "Valid API keys are 32 characters" in text:
         return "the API key is not a Materials Project key (those are 32 characters): check $MP_API_KEY"
-    if "Connection" in type(exc).__name__ or "Max retries exceeded" in text or "Failed to establish" in text:
+    if _unreachable(exc, text):
         return f"cannot reach {endpoint}: {text[:300]}"
     return text[:500]
 

@@ -15,9 +15,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gapseek import __version__
 from gapseek.errors import InputError
 
-__all__ = ["SOURCE_FILE", "describe_provenance", "folder_provenance", "read_source", "recorded_sources"]
+__all__ = ["SOURCE_FILE", "describe_provenance", "folder_provenance", "provenance_record", "read_source",
+           "recorded_sources"]
 
 SOURCE_FILE = "gapseek-source.json"
 
@@ -62,14 +64,18 @@ def recorded_sources(roots: Sequence[str | Path], paths: Sequence[str]) -> tuple
     return sources, claimed
 
 
+def provenance_record(sources: list[dict], n_local: int, **extra) -> dict:
+    """The provenance of a set of inputs: ``sources``, then ``n_local`` files of no known source as local files;
+    when and by which gapseek it was taken; ``extra`` (the index's filter)."""
+    if n_local:
+        sources = [*sources, {"database": "local files", "n": n_local}]
+    return {"sources": sources, **extra, "indexed": time.strftime("%Y-%m-%d"), "index_gapseek_version": __version__}
+
+
 def folder_provenance(roots: Sequence[str | Path], paths: Sequence[str]) -> dict:
     """Provenance of inputs featurized without an index: the folders' records, the rest as local files."""
-    from gapseek import __version__
-
     sources, claimed = recorded_sources(roots, [os.path.abspath(p) for p in paths])
-    if rest := claimed.count(False):
-        sources.append({"database": "local files", "n": rest})
-    return {"sources": sources, "indexed": time.strftime("%Y-%m-%d"), "index_gapseek_version": __version__}
+    return provenance_record(sources, claimed.count(False))
 
 
 def _one(src: dict) -> str:

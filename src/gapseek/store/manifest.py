@@ -43,7 +43,7 @@ import numpy as np
 from gapseek import __version__
 from gapseek.cluster.plan import ShardPlan, plan_shards, work_estimate
 from gapseek.errors import InputError, StoreError
-from gapseek.ingest.source import recorded_sources
+from gapseek.ingest.source import provenance_record, recorded_sources
 from gapseek.store.pack import PackWriter, hashes_digest, pack_path
 from gapseek.store.schema import STR, decode_strings, encode_strings
 from gapseek.structure.cifmeta import CifMeta, cif_meta
@@ -285,12 +285,8 @@ def _provenance(roots: Sequence[str | Path], paths: list[str], cod_info: tuple[n
                         "date": f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d}" if day else None,
                         "date_kind": "newest file dated", "n": n_cod, "marked_duplicates": int(cod_dup[mine].sum()),
                         "licence": "CC0 (Crystallography Open Database)"})
-    rest = claimed.count(False) - n_cod
-    if rest:
-        sources.append({"database": "local files", "n": rest})
-    return {"sources": sources, "filter": select.describe() if select else None, "n_filtered": n_filtered,
-            "skip_cod_duplicates": skip_cod_duplicates, "indexed": time.strftime("%Y-%m-%d"),
-            "index_gapseek_version": __version__}
+    return provenance_record(sources, claimed.count(False) - n_cod, filter=select.describe() if select else None,
+                             n_filtered=n_filtered, skip_cod_duplicates=skip_cod_duplicates)
 
 
 def write_manifest(store: str | Path, manifest: Manifest, duplicates=(), overwrite: bool = False) -> Path:
